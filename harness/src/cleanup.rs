@@ -1,0 +1,179 @@
+//! Everything the harness starts is registered here, so it can be stopped on drop, on Ctrl-C
+//! and SIGTERM, and reaped by a later run if this one is SIGKILLed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+enum Resource {
+    /// A server process we started (its own process group).
+    Process(i32),
+    /// A directory to remove.
+    Dir(PathBuf),
+}
+
+static REGISTRY: Mutex<BTreeMap<u64, Resource>> = Mutex::new(BTreeMap::new());
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// Prefix of every run directory under the temp dir.
+pub const RUN_DIR_PREFIX: &str = "pgssl-run-";
+/// File in a run directory naming the owning process: `<pid> <start time>`.
+pub const OWNER_FILE: &str = "owner";
+
+/// Keeps a resource registered until dropped (the owner cleans it up itself first).
+#[derive(Debug)]
+pub struct Registration(u64);
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut r) = REGISTRY.lock() {
+            r.remove(&self.0);
+        }
+    }
+}
+
+fn register(res: Resource) -> Registration {
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    REGISTRY.lock().expect("cleanup registry").insert(id, res);
+    Registration(id)
+}
+
+pub fn register_process(pid: i32) -> Registration {
+    register(Resource::Process(pid))
+}
+
+pub fn register_dir(path: &Path) -> Registration {
+    register(Resource::Dir(path.to_path_buf()))
+}
+
+/// Stops a process: SIGINT (fast shutdown for PostgreSQL), then SIGQUIT, then SIGKILL.
+pub fn stop_process(pid: i32, grace: Duration) {
+    for (sig, wait) in [(libc::SIGINT, grace), (libc::SIGQUIT, Duration::from_secs(2)), (libc::SIGKILL, Duration::from_secs(2))] {
+        // SAFETY: signalling a pid we started.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return;
+        }
+        let start = Instant::now();
+        while start.elapsed() < wait {
+            if !alive(pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Is `pid` running (and not a zombie we could reap)?
+pub fn alive(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: reaps our own child if it exited; harmless for non-children.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Stops every registered process and removes every registered directory.
+pub fn cleanup_all() {
+    let resources: Vec<Resource> = match REGISTRY.lock() {
+        Ok(mut r) => std::mem::take(&mut *r).into_values().collect(),
+        Err(_) => return,
+    };
+    for r in &resources {
+        if let Resource::Process(pid) = r {
+            stop_process(*pid, Duration::from_secs(5));
+        }
+    }
+    for r in &resources {
+        if let Resource::Dir(d) = r {
+            std::fs::remove_dir_all(d).ok();
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM: clean up everything, then exit 130 / 143.
+pub fn install_signal_handlers() {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let Ok(rt) = rt else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            let code = tokio::select! {
+                _ = int.recv() => 130,
+                _ = term.recv() => 143,
+            };
+            eprintln!("pgssl: interrupted; stopping servers and removing temporary files");
+            cleanup_all();
+            std::process::exit(code);
+        });
+    });
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Creates this run's directory under the temp dir, stamped with our pid and start time.
+pub fn create_run_dir() -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix(RUN_DIR_PREFIX).tempdir()?;
+    let me = std::process::id() as i32;
+    std::fs::write(dir.path().join(OWNER_FILE), format!("{me} {}", process_start_time(me).unwrap_or(0)))?;
+    Ok(dir)
+}
+
+/// Removes run directories whose owner is gone, stopping any server still running in them.
+/// Returns how many directories were reaped.
+pub fn reap_stale() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return 0 };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_run = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
+        if !is_run {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join(OWNER_FILE)).unwrap_or_default();
+        let mut it = owner.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
+        let (pid, start) = (it.next().unwrap_or(0) as i32, it.next().unwrap_or(0));
+        if pid > 0 && alive(pid) && process_start_time(pid) == Some(start) {
+            continue;
+        }
+        for pidfile in find_postmaster_pids(&path) {
+            let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+            let Some(pm) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { continue };
+            let cmdline = std::fs::read(format!("/proc/{pm}/cmdline")).unwrap_or_default();
+            let data_dir = pidfile.parent().unwrap_or(&path).to_string_lossy().into_owned();
+            if String::from_utf8_lossy(&cmdline).contains(&data_dir) {
+                stop_process(pm, Duration::from_secs(2));
+            }
+        }
+        if std::fs::remove_dir_all(&path).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+fn find_postmaster_pids(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            let candidate = p.join("data").join("postmaster.pid");
+            if candidate.exists() {
+                out.push(candidate);
+            }
+        }
+    }
+    out
+}

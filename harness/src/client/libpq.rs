@@ -1,0 +1,253 @@
+//! libpq, in-process through pq-sys: the reference client. Non-blocking connect with poll(2)
+//! so every attempt is bounded by its deadline without a thread per wait.
+
+use super::{server_messages, ClientStack, ConnectRequest};
+use crate::error_class::ErrorClass;
+use crate::facts::ClientFacts;
+use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use futures_util::future::BoxFuture;
+use pq_sys as pq;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_char, c_int};
+use std::time::Instant;
+
+/// The libpq client stack.
+pub struct Libpq {
+    facts: ClientFacts,
+}
+
+thread_local! {
+    /// sslpassword of the attempt running on this thread, for the key passphrase hook.
+    static KEY_PASSWORD: RefCell<Option<CString>> = const { RefCell::new(None) };
+}
+
+/// Replaces libpq's default hook, which would prompt on the terminal when no sslpassword is
+/// given: here the answer is the attempt's sslpassword or nothing.
+unsafe extern "C" fn key_password_hook(buf: *mut c_char, size: c_int, _conn: *mut pq::PGconn) -> c_int {
+    KEY_PASSWORD.with(|p| match p.borrow().as_ref() {
+        Some(pw) => {
+            let bytes = pw.as_bytes();
+            if bytes.len() + 1 > size as usize {
+                return 0;
+            }
+            // SAFETY: buf has `size` bytes; we write len+1 <= size.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr() as *const c_char, buf, bytes.len());
+                *buf.add(bytes.len()) = 0;
+            }
+            bytes.len() as c_int
+        }
+        None => 0,
+    })
+}
+
+impl Libpq {
+    pub fn new() -> Self {
+        // SAFETY: plain getters and a process-wide hook set before any connection exists.
+        let (version, library) = unsafe {
+            pq::PQsetSSLKeyPassHook_OpenSSL(Some(key_password_hook));
+            let v = pq::PQlibVersion();
+            let lib = pq::PQsslAttribute(std::ptr::null_mut(), c"library".as_ptr());
+            let lib = if lib.is_null() {
+                "openssl".to_string()
+            } else {
+                CStr::from_ptr(lib).to_string_lossy().to_lowercase()
+            };
+            (v, lib)
+        };
+        let libpq_version = if version >= 100000 {
+            format!("{}.{}", version / 10000, version % 10000)
+        } else {
+            format!("{}.{}.{}", version / 10000, (version / 100) % 100, version % 100)
+        };
+        Libpq {
+            facts: ClientFacts {
+                name: "libpq".into(),
+                tls_library: library,
+                tls_version: super::openssl_version(),
+                libpq_version,
+            },
+        }
+    }
+}
+
+impl Default for Libpq {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientStack for Libpq {
+    fn facts(&self) -> &ClientFacts {
+        &self.facts
+    }
+
+    fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || connect_blocking(&request))
+                .await
+                .unwrap_or_else(|e| Outcome::failed(ErrorClass::Unclassified, format!("libpq attempt panicked: {e}")))
+        })
+    }
+}
+
+/// Owns a PGconn and finishes it on every path.
+struct Conn(*mut pq::PGconn);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // SAFETY: pointer came from PQconnectStartParams and is finished exactly once.
+        unsafe { pq::PQfinish(self.0) }
+    }
+}
+
+impl Conn {
+    fn error(&self) -> String {
+        // SAFETY: valid conn; libpq returns a NUL-terminated string owned by the conn.
+        unsafe { CStr::from_ptr(pq::PQerrorMessage(self.0)).to_string_lossy().into_owned() }
+    }
+
+    /// Waits until the socket is ready for `write` or read, or the deadline passes.
+    fn wait(&self, write: bool, deadline: Instant) -> Result<(), Outcome> {
+        // SAFETY: valid conn.
+        let fd = unsafe { pq::PQsocket(self.0) };
+        if fd < 0 {
+            return Err(classify(&self.error()));
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Outcome::failed(ErrorClass::Timeout, "deadline passed while waiting for the server"));
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: if write { libc::POLLOUT } else { libc::POLLIN },
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            if rc > 0 {
+                return Ok(());
+            }
+            if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Err(Outcome::failed(ErrorClass::IoError, std::io::Error::last_os_error().to_string()));
+            }
+        }
+    }
+}
+
+fn connect_blocking(request: &ConnectRequest) -> Outcome {
+    let deadline = Instant::now() + request.timeout;
+    let keys: Vec<CString> = request.params.iter().map(|(k, _)| CString::new(k.as_str()).unwrap_or_default()).collect();
+    let values: Vec<CString> = request.params.iter().map(|(_, v)| CString::new(v.as_str()).unwrap_or_default()).collect();
+    let mut kp: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+    let mut vp: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+    kp.push(std::ptr::null());
+    vp.push(std::ptr::null());
+    KEY_PASSWORD.with(|p| *p.borrow_mut() = request.get("sslpassword").and_then(|s| CString::new(s).ok()));
+
+    // SAFETY: NULL-terminated arrays of NUL-terminated strings that outlive the call.
+    let raw = unsafe { pq::PQconnectStartParams(kp.as_ptr(), vp.as_ptr(), 0) };
+    if raw.is_null() {
+        return Outcome::failed(ErrorClass::Unclassified, "PQconnectStartParams returned NULL");
+    }
+    let conn = Conn(raw);
+    // SAFETY: valid conn.
+    if unsafe { pq::PQstatus(conn.0) } == pq::ConnStatusType::CONNECTION_BAD {
+        return classify(&conn.error());
+    }
+    let mut write = true;
+    loop {
+        if let Err(o) = conn.wait(write, deadline) {
+            return o;
+        }
+        // SAFETY: valid conn.
+        match unsafe { pq::PQconnectPoll(conn.0) } {
+            pq::PostgresPollingStatusType::PGRES_POLLING_OK => break,
+            pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => return classify(&conn.error()),
+            pq::PostgresPollingStatusType::PGRES_POLLING_READING => write = false,
+            _ => write = true,
+        }
+    }
+    match session(&conn, deadline) {
+        Ok(s) => Outcome::Connected(s),
+        Err(o) => o,
+    }
+}
+
+fn session(conn: &Conn, deadline: Instant) -> Result<Session, Outcome> {
+    let sql = CString::new(SESSION_QUERY).expect("no NUL");
+    // SAFETY: valid conn and query string.
+    if unsafe { pq::PQsendQuery(conn.0, sql.as_ptr()) } == 0 {
+        return Err(classify(&conn.error()));
+    }
+    let mut row = None;
+    loop {
+        // SAFETY: valid conn.
+        while unsafe { pq::PQisBusy(conn.0) } == 1 {
+            conn.wait(false, deadline)?;
+            if unsafe { pq::PQconsumeInput(conn.0) } == 0 {
+                return Err(classify(&conn.error()));
+            }
+        }
+        // SAFETY: valid conn; each result is cleared.
+        let res = unsafe { pq::PQgetResult(conn.0) };
+        if res.is_null() {
+            break;
+        }
+        unsafe {
+            if pq::PQresultStatus(res) == pq::ExecStatusType::PGRES_TUPLES_OK && pq::PQntuples(res) == 1 {
+                let cols: Vec<String> = (0..pq::PQnfields(res))
+                    .map(|i| CStr::from_ptr(pq::PQgetvalue(res, 0, i)).to_string_lossy().into_owned())
+                    .collect();
+                row = Some(cols);
+            } else if pq::PQresultStatus(res) != pq::ExecStatusType::PGRES_TUPLES_OK {
+                let msg = CStr::from_ptr(pq::PQresultErrorMessage(res)).to_string_lossy().into_owned();
+                pq::PQclear(res);
+                return Err(classify(&msg));
+            }
+            pq::PQclear(res);
+        }
+    }
+    let cols = row.ok_or_else(|| Outcome::failed(ErrorClass::Unclassified, "session query returned no row"))?;
+    Session::from_row(&cols).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+}
+
+/// libpq's messages (OpenSSL-backed) to classes. Unknown text stays `unclassified`.
+fn classify(msg: &str) -> Outcome {
+    const TABLE: &[(&str, ErrorClass)] = &[
+        ("server does not support SSL, but SSL was required", ErrorClass::SslNotSupported),
+        ("does not match host name", ErrorClass::HostnameMismatch),
+        ("could not get server's host name from server certificate", ErrorClass::ServerNameMissing),
+        ("root certificate file", ErrorClass::RootCertMissing),
+        ("certificate revoked", ErrorClass::ClientCertRevoked),
+        ("alert unknown ca", ErrorClass::ClientCertUntrusted),
+        ("certificate verify failed", ErrorClass::ServerCertUntrusted),
+        ("has group or world access", ErrorClass::ClientKeyPermissions),
+        ("could not load private key file", ErrorClass::ClientKeyInvalid),
+        ("certificate present, but not private key file", ErrorClass::ClientKeyInvalid),
+        ("could not read certificate file", ErrorClass::ClientKeyInvalid),
+        ("private key file", ErrorClass::ClientKeyInvalid),
+        ("invalid SSL protocol version range", ErrorClass::ProtocolVersion),
+        ("unsupported protocol", ErrorClass::ProtocolVersion),
+        ("no protocols available", ErrorClass::ProtocolVersion),
+        ("alert protocol version", ErrorClass::ProtocolVersion),
+        ("channel binding", ErrorClass::ChannelBinding),
+        ("invalid connection option", ErrorClass::InvalidOption),
+        ("invalid ", ErrorClass::InvalidOption),
+        ("no password supplied", ErrorClass::AuthFailed),
+        ("timeout expired", ErrorClass::Timeout),
+        ("Connection refused", ErrorClass::IoError),
+        ("server closed the connection unexpectedly", ErrorClass::IoError),
+        ("SSL SYSCALL error", ErrorClass::IoError),
+    ];
+    if let Some(class) = server_messages::classify(msg) {
+        return Outcome::failed(class, msg);
+    }
+    let class = TABLE
+        .iter()
+        .find(|(needle, _)| msg.contains(needle))
+        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    Outcome::failed(class, msg)
+}

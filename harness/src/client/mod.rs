@@ -1,0 +1,76 @@
+//! Client stacks: the code that connects. One trait, one file per stack. The core resolves
+//! options, bounds every attempt by a deadline and judges the outcome; an adapter only
+//! connects, runs [`crate::outcome::SESSION_QUERY`] and maps its native errors to classes.
+
+mod libpq;
+mod native_tls;
+mod server_messages;
+
+pub use libpq::Libpq;
+pub use native_tls::NativeTls;
+
+use crate::error_class::ErrorClass;
+use crate::facts::ClientFacts;
+use crate::outcome::Outcome;
+use futures_util::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One resolved connection attempt: libpq keywords with PKI names already turned into paths.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// Keyword/value pairs, in a stable order.
+    pub params: Vec<(String, String)>,
+    /// The whole attempt (connect, handshake, auth, session query) must end by then.
+    pub timeout: Duration,
+}
+
+impl ConnectRequest {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A client stack under test.
+pub trait ClientStack: Send + Sync {
+    /// Facts detected about this stack (name, TLS library and version, libpq version).
+    fn facts(&self) -> &ClientFacts;
+
+    /// Makes one attempt. Adapters need not enforce `timeout` themselves: the core also wraps
+    /// the future in it; blocking adapters must still return by themselves eventually.
+    fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome>;
+}
+
+/// Names of every stack `client_by_name` knows, the default set for a run.
+pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls"];
+
+/// Builds a client stack by name.
+pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
+    Ok(match name {
+        "libpq" => Arc::new(Libpq::new()),
+        "native-tls" => Arc::new(NativeTls::new()),
+        other => anyhow::bail!(
+            "unknown client stack {other:?}; expected one of: {}",
+            CLIENT_NAMES.join(", ")
+        ),
+    })
+}
+
+/// Runs an attempt under the core's deadline; a hang becomes a `timeout` outcome.
+pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Outcome {
+    let limit = request.timeout + Duration::from_secs(1);
+    match tokio::time::timeout(limit, client.connect(request)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Outcome::failed(ErrorClass::Timeout, format!("no result within {limit:?}")),
+    }
+}
+
+/// The OpenSSL this process loaded, as `3.0.17`.
+pub fn openssl_version() -> String {
+    // "OpenSSL 3.0.17 1 Jul 2025"
+    openssl::version::version()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("unknown")
+        .to_string()
+}

@@ -1,0 +1,193 @@
+//! tokio-postgres with postgres-native-tls (OpenSSL underneath on Linux), configured the way a
+//! user of that driver would: the conninfo string goes to `tokio_postgres::Config`, and the
+//! TLS file options become `native_tls::TlsConnector` settings. What the driver has no knob for
+//! is reported as `unsupported`.
+
+use super::{server_messages, ClientStack, ConnectRequest};
+use crate::error_class::ErrorClass;
+use crate::facts::ClientFacts;
+use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use futures_util::future::BoxFuture;
+use native_tls::{Certificate, Identity, TlsConnector};
+use postgres_native_tls::MakeTlsConnector;
+use std::error::Error as _;
+use tokio_postgres::SimpleQueryMessage;
+
+/// Options this stack takes from the request itself rather than from the conninfo string.
+const TLS_KEYS: &[&str] = &["sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir"];
+
+pub struct NativeTls {
+    facts: ClientFacts,
+}
+
+impl NativeTls {
+    pub fn new() -> Self {
+        NativeTls {
+            facts: ClientFacts {
+                name: "native-tls".into(),
+                tls_library: "openssl".into(),
+                tls_version: super::openssl_version(),
+                libpq_version: String::new(),
+            },
+        }
+    }
+}
+
+impl Default for NativeTls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientStack for NativeTls {
+    fn facts(&self) -> &ClientFacts {
+        &self.facts
+    }
+
+    fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
+        Box::pin(async move {
+            match connect(&request).await {
+                Ok(session) => Outcome::Connected(session),
+                Err(outcome) => outcome,
+            }
+        })
+    }
+}
+
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+async fn connect(request: &ConnectRequest) -> Result<Session, Outcome> {
+    let sslmode = request.get("sslmode").unwrap_or("prefer");
+    // The driver knows disable/prefer/require; the verify-* modes are what its users build
+    // from `require` plus the connector's own verification.
+    let (driver_mode, check_hostname) = match sslmode {
+        "verify-ca" => ("require", false),
+        "verify-full" => ("require", true),
+        other => (other, true),
+    };
+    let mut conninfo = Vec::new();
+    for (k, v) in &request.params {
+        if TLS_KEYS.contains(&k.as_str()) || k == "sslmode" {
+            continue;
+        }
+        conninfo.push(format!("{k}={}", quote(v)));
+    }
+    conninfo.push(format!("sslmode={}", quote(driver_mode)));
+    let config: tokio_postgres::Config = conninfo
+        .join(" ")
+        .parse()
+        .map_err(|e: tokio_postgres::Error| classify(&e))?;
+
+    for key in ["sslcrl", "sslcrldir"] {
+        if request.get(key).is_some() {
+            return Err(Outcome::failed(
+                ErrorClass::Unsupported,
+                format!("native-tls offers no certificate revocation list option ({key})"),
+            ));
+        }
+    }
+    let mut builder = TlsConnector::builder();
+    builder.danger_accept_invalid_hostnames(!check_hostname);
+    if let Some(root) = request.get("sslrootcert") {
+        if root == "system" {
+            // The connector's default: the system trust store.
+        } else {
+            let pem = std::fs::read(root).map_err(|e| {
+                Outcome::failed(ErrorClass::RootCertMissing, format!("could not read {root}: {e}"))
+            })?;
+            let certs = Certificate::stack_from_pem(&pem)
+                .map_err(|e| Outcome::failed(ErrorClass::ServerCertUntrusted, format!("bad root file {root}: {e}")))?;
+            builder.disable_built_in_roots(true);
+            for c in certs {
+                builder.add_root_certificate(c);
+            }
+        }
+    }
+    if let (Some(cert), Some(key)) = (request.get("sslcert"), request.get("sslkey")) {
+        let read = |p: &str| {
+            std::fs::read(p).map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, format!("could not read {p}: {e}")))
+        };
+        let (cert, key) = (read(cert)?, read(key)?);
+        let identity = Identity::from_pkcs8(&cert, &key)
+            .map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, format!("Identity::from_pkcs8: {e}")))?;
+        builder.identity(identity);
+    }
+    if request.get("sslnegotiation") == Some("direct") {
+        postgres_native_tls::set_postgresql_alpn(&mut builder);
+    }
+    let connector = builder
+        .build()
+        .map_err(|e| Outcome::failed(ErrorClass::Unclassified, format!("TlsConnector::build: {e}")))?;
+
+    let (client, connection) = config
+        .connect(MakeTlsConnector::new(connector))
+        .await
+        .map_err(|e| classify(&e))?;
+    let driver = tokio::spawn(connection);
+    let rows = client.simple_query(SESSION_QUERY).await.map_err(|e| classify(&e));
+    drop(client);
+    driver.abort();
+    let row = rows?
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("").to_string()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .ok_or_else(|| Outcome::failed(ErrorClass::Unclassified, "session query returned no row"))?;
+    Session::from_row(&row).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+}
+
+/// The whole error chain as one line, as a user would see it logged.
+fn chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        src = s.source();
+    }
+    text
+}
+
+/// tokio-postgres / native-tls / OpenSSL errors to classes.
+fn classify(e: &tokio_postgres::Error) -> Outcome {
+    let raw = chain(e);
+    if let Some(db) = e.as_db_error() {
+        if let Some(class) = server_messages::classify(db.message()) {
+            return Outcome::failed(class, raw);
+        }
+    }
+    const TABLE: &[(&str, ErrorClass)] = &[
+        ("server does not support TLS", ErrorClass::SslNotSupported),
+        ("Hostname mismatch", ErrorClass::HostnameMismatch),
+        ("IP address mismatch", ErrorClass::HostnameMismatch),
+        ("certificate has expired", ErrorClass::ServerCertExpired),
+        ("certificate is not yet valid", ErrorClass::ServerCertExpired),
+        ("certificate revoked", ErrorClass::ClientCertRevoked),
+        ("alert unknown ca", ErrorClass::ClientCertUntrusted),
+        ("certificate verify failed", ErrorClass::ServerCertUntrusted),
+        ("unsupported protocol", ErrorClass::ProtocolVersion),
+        ("alert protocol version", ErrorClass::ProtocolVersion),
+        ("no protocols available", ErrorClass::ProtocolVersion),
+        ("channel binding", ErrorClass::ChannelBinding),
+        ("invalid connection string", ErrorClass::InvalidOption),
+        ("invalid configuration", ErrorClass::InvalidOption),
+        ("unknown option", ErrorClass::InvalidOption),
+        ("invalid value for option", ErrorClass::InvalidOption),
+        ("password missing", ErrorClass::AuthFailed),
+        ("timeout", ErrorClass::Timeout),
+        ("Connection refused", ErrorClass::IoError),
+        ("connection closed", ErrorClass::IoError),
+        ("unexpected EOF", ErrorClass::IoError),
+    ];
+    let class = TABLE
+        .iter()
+        .find(|(needle, _)| raw.contains(needle))
+        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    Outcome::failed(class, raw)
+}

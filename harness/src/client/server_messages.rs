@@ -1,0 +1,22 @@
+//! Server-side rejections arrive as the server's own FATAL text, whichever client connects;
+//! this maps them once for every adapter.
+
+use crate::error_class::ErrorClass;
+
+/// Classifies a message the server sent (or that quotes one). `None` when it is not one.
+pub fn classify(msg: &str) -> Option<ErrorClass> {
+    const TABLE: &[(&str, ErrorClass)] = &[
+        ("connection requires a valid client certificate", ErrorClass::ClientCertRequired),
+        ("certificate authentication failed for user", ErrorClass::CertAuthFailed),
+        ("certificate validation (clientcert=verify-full) failed", ErrorClass::CertAuthFailed),
+        ("password authentication failed for user", ErrorClass::AuthFailed),
+        ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
+        ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
+    ];
+    let (_, class) = TABLE.iter().find(|(needle, _)| msg.contains(needle))?;
+    // A hostssl-only pg_hba.conf turns unencrypted connections away with this suffix.
+    if *class == ErrorClass::HbaRejected && msg.contains("no encryption") {
+        return Some(ErrorClass::SslRequired);
+    }
+    Some(*class)
+}

@@ -1,0 +1,17 @@
+//! pgssl: a conformance harness for TLS in the PostgreSQL protocol.
+//!
+//! Data flows one way: PKI spec and scenarios are loaded and validated ([`pki`],
+//! [`scenario`]), a [`runtime`] starts server builds, [`client`] stacks connect, outcomes are
+//! judged ([`outcome`]) and every result is an event for the [`report`] sinks ([`runner`]).
+
+pub mod cleanup;
+pub mod client;
+pub mod error_class;
+pub mod facts;
+pub mod lint;
+pub mod outcome;
+pub mod pki;
+pub mod report;
+pub mod runner;
+pub mod runtime;
+pub mod scenario;

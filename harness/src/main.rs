@@ -1,0 +1,207 @@
+//! The `pgssl` command line. Exit status: 0 every expectation held, 1 some did not,
+//! 2 bad input or infrastructure failure.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use pgssl::client::{client_by_name, ClientStack, CLIENT_NAMES};
+use pgssl::facts::BackendFacts;
+use pgssl::report::{Fanout, HumanReporter, JsonReporter, Reporter, TapReporter};
+use pgssl::runner::{self, Plan};
+use pgssl::scenario::{load_scenarios, Scenario};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "pgssl", version, about = "Conformance harness for TLS in the PostgreSQL protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios and report progress and a summary.
+    Run {
+        #[command(flatten)]
+        sel: Selection,
+        /// Only cases whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also write every result as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print a line per case, not only failures.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Run scenarios and print TAP version 14 on stdout (for `prove --exec`).
+    Tap {
+        #[command(flatten)]
+        sel: Selection,
+    },
+    /// Print one case id per line.
+    List {
+        /// Scenario files or directories (default: scenarios/).
+        scenarios: Vec<PathBuf>,
+    },
+    /// Validate scenarios and report stale overrides.
+    Lint {
+        #[command(flatten)]
+        sel: Selection,
+    },
+    /// Materialise the PKI (certificates, keys, CRLs) into a directory.
+    Certs {
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
+        /// The PKI spec (default: certs/pki.toml).
+        #[arg(long, default_value = "certs/pki.toml")]
+        spec: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Selection {
+    /// Server build(s) to run against.
+    #[arg(long = "server", env = "PGSSL_SERVER", default_value = "local", value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Client stack(s) to connect with (default: all).
+    #[arg(long = "client", env = "PGSSL_CLIENT", value_delimiter = ',')]
+    clients: Vec<String>,
+    /// Directory of the PostgreSQL binaries for the local runtime.
+    #[arg(long, env = "PGSSL_PG_BINDIR")]
+    pg_bindir: Option<PathBuf>,
+    /// Scenarios run at once, each on its own server.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Seconds one connection attempt may take.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Scenario files or directories (default: scenarios/).
+    scenarios: Vec<PathBuf>,
+}
+
+/// Bad input or broken infrastructure: exit 2.
+struct Infra(anyhow::Error);
+
+fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>> {
+    let paths = if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths.to_vec() };
+    Ok(load_scenarios(&paths)?)
+}
+
+fn clients(names: &[String]) -> Result<Vec<Arc<dyn ClientStack>>> {
+    let names: Vec<String> = if names.is_empty() { CLIENT_NAMES.iter().map(|s| s.to_string()).collect() } else { names.to_vec() };
+    names.iter().map(|n| client_by_name(n)).collect()
+}
+
+/// Keeps the caller's libpq environment (PGHOST, PGSSLMODE, ...) and locale out of every attempt.
+fn isolate_environment() {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PG") && !key.to_string_lossy().starts_with("PGSSL_") {
+            std::env::remove_var(&key);
+        }
+    }
+    std::env::set_var("LC_ALL", "C");
+    std::env::remove_var("LANGUAGE");
+}
+
+fn run_plan(sel: &Selection, filter: Option<String>, reporter: &mut dyn Reporter) -> Result<i32, Infra> {
+    let scenarios = load(&sel.scenarios).map_err(Infra)?;
+    let clients = clients(&sel.clients).map_err(Infra)?;
+    let reaped = pgssl::cleanup::reap_stale();
+    if reaped > 0 {
+        eprintln!("pgssl: removed {reaped} run directories left by killed runs");
+    }
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Infra(e.into()))?;
+    let mut scenarios = Some(scenarios);
+    let mut code = 0;
+    for spec in &sel.servers {
+        let runtime = pgssl::runtime::runtime_by_spec(spec, sel.pg_bindir.clone()).map_err(Infra)?;
+        let scenarios = match scenarios.take() {
+            Some(s) => s,
+            None => load(&sel.scenarios).map_err(Infra)?,
+        };
+        let plan = Plan {
+            scenarios,
+            runtime,
+            clients: clients.clone(),
+            filter: filter.clone(),
+            jobs: sel.jobs,
+            timeout: Duration::from_secs(sel.timeout),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let summary = rt.block_on(async {
+            let handle = tokio::spawn(runner::run(plan, tx));
+            while let Some(ev) = rx.recv().await {
+                reporter.event(&ev);
+            }
+            handle.await
+        });
+        let summary = summary.map_err(|e| Infra(e.into()))?;
+        code = code.max(summary.exit_code());
+    }
+    Ok(code)
+}
+
+fn lint(sel: &Selection) -> Result<i32, Infra> {
+    let scenarios = load(&sel.scenarios).map_err(Infra)?;
+    let clients = clients(&sel.clients).map_err(Infra)?;
+    let mut backends = Vec::new();
+    for spec in &sel.servers {
+        let runtime = pgssl::runtime::runtime_by_spec(spec, sel.pg_bindir.clone()).map_err(Infra)?;
+        let server = runtime.detect_facts().map_err(Infra)?;
+        for c in &clients {
+            backends.push(BackendFacts { server: server.clone(), client: c.facts().clone() });
+        }
+    }
+    let findings = pgssl::lint::stale_overrides(&scenarios, &backends);
+    for f in &findings {
+        println!("{f}");
+    }
+    let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
+    eprintln!("pgssl lint: {} scenarios, {cases} cases, {} findings", scenarios.len(), findings.len());
+    Ok(if findings.is_empty() { 0 } else { 1 })
+}
+
+fn main() {
+    isolate_environment();
+    pgssl::cleanup::install_signal_handlers();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { sel, filter, json, verbose } => {
+            let mut sinks: Vec<Box<dyn Reporter>> = vec![Box::new(HumanReporter::new(verbose))];
+            if let Some(path) = json {
+                sinks.push(Box::new(JsonReporter::new(path)));
+            }
+            run_plan(&sel, filter, &mut Fanout(sinks))
+        }
+        Command::Tap { sel } => run_plan(&sel, None, &mut TapReporter::new(std::io::stdout())),
+        Command::List { scenarios } => load(&scenarios).map_err(Infra).map(|all| {
+            for s in &all {
+                for c in &s.cases {
+                    println!("{}", c.id);
+                }
+            }
+            0
+        }),
+        Command::Lint { sel } => lint(&sel),
+        Command::Certs { out, spec } => (|| -> Result<i32> {
+            let spec = pgssl::pki::PkiSpec::load(&spec)?;
+            let dir = spec.materialize(&pgssl::pki::cache_root())?;
+            pgssl::pki::copy_tree(&dir.dir, &out).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("pgssl: wrote {} files to {}", spec.file_names().len(), out.display());
+            Ok(0)
+        })()
+        .map_err(Infra),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(Infra(e)) => {
+            eprintln!("pgssl: {e:#}");
+            2
+        }
+    };
+    pgssl::cleanup::cleanup_all();
+    std::process::exit(code);
+}

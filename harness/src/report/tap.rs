@@ -1,0 +1,103 @@
+//! TAP version 14 on a writer: a plan, one test point per (case, backend), YAML diagnostics.
+
+use super::Reporter;
+use crate::outcome::Outcome;
+use crate::runner::{CaseResult, Event, Verdict};
+use serde::Serialize;
+use std::io::Write;
+
+pub struct TapReporter<W: Write + Send> {
+    out: W,
+    n: usize,
+}
+
+impl<W: Write + Send> TapReporter<W> {
+    pub fn new(out: W) -> Self {
+        TapReporter { out, n: 0 }
+    }
+}
+
+#[derive(Serialize)]
+struct Diagnostics<'a> {
+    expected: &'a crate::scenario::Expect,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actual: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    override_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backend: Option<&'a crate::facts::BackendFacts>,
+}
+
+/// One YAML scalar, double-quoted with JSON escapes (valid YAML).
+fn scalar(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn yaml(value: &serde_json::Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::Object(m) if !m.is_empty() => {
+                        out.push_str(&format!("{pad}{k}:\n"));
+                        yaml(v, indent + 2, out);
+                    }
+                    serde_json::Value::String(s) => out.push_str(&format!("{pad}{k}: {}\n", scalar(s))),
+                    other => out.push_str(&format!("{pad}{k}: {other}\n")),
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{other}\n")),
+    }
+}
+
+impl<W: Write + Send> TapReporter<W> {
+    fn point(&mut self, r: &CaseResult) {
+        self.n += 1;
+        let (ok, directive, why) = match &r.verdict {
+            Verdict::Pass => ("ok", String::new(), None),
+            Verdict::Fail(w) => ("not ok", String::new(), Some(w.as_str())),
+            Verdict::Error(w) => ("not ok", " # harness error".to_string(), Some(w.as_str())),
+        };
+        // '#' would start a directive inside a description.
+        let name = r.name().replace('#', "\\#");
+        let _ = writeln!(self.out, "{ok} {} - {name}{directive}", self.n);
+        let show = !matches!(r.verdict, Verdict::Pass) || r.override_reason.is_some();
+        if !show {
+            return;
+        }
+        let raw = match &r.outcome {
+            Some(Outcome::Failed { raw, .. }) => Some(raw.as_str()),
+            _ => None,
+        };
+        let diag = Diagnostics {
+            expected: &r.expected,
+            actual: r.outcome.as_ref().map(Outcome::summary),
+            raw,
+            why,
+            override_reason: r.override_reason.as_deref(),
+            backend: if matches!(r.verdict, Verdict::Pass) { None } else { r.backend.as_ref() },
+        };
+        let mut text = String::new();
+        yaml(&serde_json::to_value(&diag).unwrap_or_default(), 4, &mut text);
+        let _ = write!(self.out, "  ---\n{text}  ...\n");
+    }
+}
+
+impl<W: Write + Send> Reporter for TapReporter<W> {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Started { total } => {
+                let _ = writeln!(self.out, "TAP version 14\n1..{total}");
+            }
+            Event::CaseFinished(r) => self.point(r),
+            Event::ServerReady { .. } | Event::Finished(_) => {}
+        }
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,105 @@
+//! A superuser connection over the server's private Unix socket, for setup and checks. It never
+//! touches the TCP listener the cases test.
+
+use anyhow::{anyhow, Result};
+use pq_sys as pq;
+use std::ffi::{CStr, CString};
+use std::path::Path;
+
+pub struct Admin(*mut pq::PGconn);
+
+// SAFETY: a PGconn may move between threads as long as one thread uses it at a time.
+unsafe impl Send for Admin {}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        // SAFETY: conn from PQconnectdb, finished once.
+        unsafe { pq::PQfinish(self.0) }
+    }
+}
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Quotes a literal for SQL.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl Admin {
+    pub fn connect(socket_dir: &Path, port: u16) -> Result<Admin> {
+        let conninfo = format!(
+            "host='{}' port={port} user=postgres dbname=postgres connect_timeout=5 sslmode=disable gssencmode=disable",
+            socket_dir.display()
+        );
+        let c = CString::new(conninfo)?;
+        // SAFETY: NUL-terminated conninfo.
+        let conn = Admin(unsafe { pq::PQconnectdb(c.as_ptr()) });
+        // SAFETY: valid (possibly failed) conn.
+        if unsafe { pq::PQstatus(conn.0) } != pq::ConnStatusType::CONNECTION_OK {
+            return Err(anyhow!("admin connection failed: {}", conn.error()));
+        }
+        Ok(conn)
+    }
+
+    fn error(&self) -> String {
+        // SAFETY: valid conn.
+        unsafe { CStr::from_ptr(pq::PQerrorMessage(self.0)).to_string_lossy().trim().to_string() }
+    }
+
+    /// Runs SQL; returns the rows of the last result as text.
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let c = CString::new(sql)?;
+        // SAFETY: valid conn and SQL; result cleared below.
+        unsafe {
+            let res = pq::PQexec(self.0, c.as_ptr());
+            let status = pq::PQresultStatus(res);
+            let ok = matches!(status, pq::ExecStatusType::PGRES_TUPLES_OK | pq::ExecStatusType::PGRES_COMMAND_OK);
+            if !ok {
+                let msg = CStr::from_ptr(pq::PQresultErrorMessage(res)).to_string_lossy().trim().to_string();
+                pq::PQclear(res);
+                return Err(anyhow!("admin SQL failed: {msg}\n  SQL: {sql}"));
+            }
+            let mut rows = Vec::new();
+            for r in 0..pq::PQntuples(res) {
+                rows.push(
+                    (0..pq::PQnfields(res))
+                        .map(|f| CStr::from_ptr(pq::PQgetvalue(res, r, f)).to_string_lossy().into_owned())
+                        .collect(),
+                );
+            }
+            pq::PQclear(res);
+            Ok(rows)
+        }
+    }
+
+    /// The single value of a one-row, one-column query.
+    pub fn value(&self, sql: &str) -> Result<String> {
+        self.query(sql)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .ok_or_else(|| anyhow!("no value from: {sql}"))
+    }
+
+    /// Creates (or updates) the roles and databases a scenario needs.
+    pub fn ensure_objects(&self, roles: &[crate::scenario::Role], databases: &[String]) -> Result<()> {
+        for role in roles {
+            let exists = self.value(&format!("SELECT count(*) FROM pg_roles WHERE rolname = {}", quote_literal(&role.name)))? != "0";
+            if !exists {
+                self.query(&format!("CREATE ROLE {} LOGIN", quote_ident(&role.name)))?;
+            }
+            let pw = role.password.as_deref().map_or("NULL".to_string(), quote_literal);
+            self.query(&format!("ALTER ROLE {} LOGIN PASSWORD {pw}", quote_ident(&role.name)))?;
+        }
+        for db in databases {
+            let exists = self.value(&format!("SELECT count(*) FROM pg_database WHERE datname = {}", quote_literal(db)))? != "0";
+            if !exists {
+                self.query(&format!("CREATE DATABASE {}", quote_ident(db)))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Runtimes start server builds. One trait; `local` runs the machine's own PostgreSQL.
+
+mod admin;
+mod local;
+
+pub use admin::Admin;
+pub use local::LocalRuntime;
+
+use crate::facts::ServerFacts;
+use crate::scenario::Role;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// A server configuration resolved to files and settings, ready for a runtime to apply.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// Also listen on ::1 (needs a restart to change).
+    pub ipv6: bool,
+    /// postgresql.conf settings, unquoted values.
+    pub settings: Vec<(String, String)>,
+    /// Files to place under the data directory's `pgssl/` folder: (name there, source).
+    /// Settings refer to them as `pgssl/<name>`.
+    pub files: Vec<(String, PathBuf)>,
+    pub hba: Vec<String>,
+    pub ident: Vec<String>,
+    pub roles: Vec<Role>,
+    pub databases: Vec<String>,
+}
+
+/// Starts servers of one build.
+pub trait Runtime: Send + Sync {
+    /// Name of the server build, for reports and selectors (`server.build`).
+    fn build_name(&self) -> &str;
+
+    /// Facts about the build without starting a server (for `pgssl lint`).
+    fn detect_facts(&self) -> Result<ServerFacts>;
+
+    /// Starts a server with `setup` applied. Blocking.
+    fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>>;
+}
+
+/// A running server. Dropping it stops it and removes its files.
+pub trait Server: Send {
+    fn facts(&self) -> &ServerFacts;
+
+    /// TCP port on 127.0.0.1 (and ::1 when asked for).
+    fn port(&self) -> u16;
+
+    /// Whether `setup` can be applied by [`Server::reload`] rather than a new server.
+    fn can_reload_into(&self, setup: &ServerSetup) -> bool;
+
+    /// Applies `setup` with a configuration reload and waits until the server has taken it.
+    fn reload(&mut self, setup: &ServerSetup) -> Result<()>;
+
+    /// The server's log so far.
+    fn log(&self) -> String;
+}
+
+/// Builds a runtime from a `--server` spec.
+pub fn runtime_by_spec(spec: &str, pg_bindir: Option<PathBuf>) -> Result<std::sync::Arc<dyn Runtime>> {
+    match spec {
+        "local" => Ok(std::sync::Arc::new(LocalRuntime::discover(pg_bindir)?)),
+        other => anyhow::bail!("unknown server build {other:?}; expected: local"),
+    }
+}

@@ -1,0 +1,319 @@
+//! Loading and validating scenario files. Everything that can be wrong with a file is found
+//! here, before any server starts, and reported with the file, line and what was expected.
+
+use super::{Expect, ScenarioFile, Selector, ServerConfig};
+use crate::facts::BackendFacts;
+use crate::pki::PkiSpec;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// libpq connection keywords up to libpq 18. Cases may use ones newer than the local libpq:
+/// an override then asserts what the older client does with them.
+pub const CONN_KEYWORDS: &[&str] = &[
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth",
+    "channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+    "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslcertmode", "sslpassword",
+    "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "sslkeylogfile", "requirepeer",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version",
+    "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "service",
+    "target_session_attrs", "load_balance_hosts",
+];
+
+/// Keywords whose values name PKI files (or `@missing`).
+pub const FILE_KEYWORDS: &[&str] = &["sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir"];
+
+/// Special value of a file keyword: a path that does not exist.
+pub const MISSING_FILE: &str = "@missing";
+
+/// A validated scenario, ready to run.
+#[derive(Debug)]
+pub struct Scenario {
+    /// The file stem; prefix of every case id.
+    pub name: String,
+    pub path: PathBuf,
+    pub doc: String,
+    /// The PKI spec its file names refer to.
+    pub pki: PkiSpec,
+    pub server: ServerConfig,
+    pub cases: Vec<Case>,
+}
+
+/// A validated case with its defaults merged in.
+#[derive(Debug)]
+pub struct Case {
+    /// `<scenario>/<id>`.
+    pub id: String,
+    pub doc: Option<String>,
+    pub line: usize,
+    /// Connection keywords; file keywords still hold PKI names.
+    pub conn: BTreeMap<String, String>,
+    pub expect: Expect,
+    pub overrides: Vec<CaseOverride>,
+}
+
+#[derive(Debug)]
+pub struct CaseOverride {
+    pub selector: Selector,
+    pub expect: Expect,
+    pub reason: String,
+    pub line: usize,
+}
+
+/// What a case expects of one backend, and where that expectation came from.
+#[derive(Debug, Clone)]
+pub struct Expectation<'a> {
+    pub expect: &'a Expect,
+    /// Set when an override replaced the canonical expectation.
+    pub overridden: Option<&'a CaseOverride>,
+}
+
+impl Case {
+    /// The canonical expectation, or the first override whose selector matches.
+    pub fn expectation_for(&self, facts: &BackendFacts) -> Expectation<'_> {
+        match self.overrides.iter().find(|o| o.selector.matches(facts)) {
+            Some(o) => Expectation {
+                expect: &o.expect,
+                overridden: Some(o),
+            },
+            None => Expectation {
+                expect: &self.expect,
+                overridden: None,
+            },
+        }
+    }
+}
+
+/// Bad input, located.
+#[derive(Debug)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file.display(), l, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Line number (1-based) of a byte offset.
+pub fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].matches('\n').count() + 1
+}
+
+/// Parses TOML into `T`, turning a serde error into a located [`LoadError`].
+pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, source: &str) -> Result<T, LoadError> {
+    toml::from_str(source).map_err(|e| LoadError {
+        file: path.to_path_buf(),
+        line: e.span().map(|s| line_of(source, s.start)),
+        message: e.message().trim().to_string(),
+    })
+}
+
+/// Expands directories to their `*.toml` files (sorted) and loads each.
+pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, LoadError> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| io_err(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut specs: BTreeMap<PathBuf, PkiSpec> = BTreeMap::new();
+    let mut out: Vec<Scenario> = Vec::new();
+    for file in files {
+        let scenario = load_one(&file, &mut specs)?;
+        if let Some(prev) = out.iter().find(|s| s.name == scenario.name) {
+            return Err(LoadError {
+                file,
+                line: None,
+                message: format!("scenario name {:?} is also used by {}", scenario.name, prev.path.display()),
+            });
+        }
+        out.push(scenario);
+    }
+    Ok(out)
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> LoadError {
+    LoadError {
+        file: path.to_path_buf(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    }
+}
+
+fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scenario, LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
+    let file: ScenarioFile = parse_toml(path, &source)?;
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let err = |span: std::ops::Range<usize>, message: String| LoadError {
+        file: path.to_path_buf(),
+        line: Some(line_of(&source, span.start)),
+        message,
+    };
+
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let pki_path = dir.join(file.pki.as_deref().unwrap_or("../certs/pki.toml"));
+    let pki_key = pki_path.canonicalize().unwrap_or(pki_path.clone());
+    if !specs.contains_key(&pki_key) {
+        specs.insert(pki_key.clone(), PkiSpec::load(&pki_path)?);
+    }
+    let pki = specs[&pki_key].clone();
+    let pki_files = pki.file_names();
+
+    let check_file = |value: &Spanned<String>, what: &str| -> Result<(), LoadError> {
+        let v = value.get_ref();
+        if v == MISSING_FILE || pki_files.contains(v.as_str()) {
+            return Ok(());
+        }
+        Err(err(
+            value.span(),
+            format!(
+                "{what} refers to {v:?}, which {} does not produce; expected one of: {}",
+                pki_path.display(),
+                nearest(v, &pki_files)
+            ),
+        ))
+    };
+
+    let server = &file.server;
+    for (value, what) in [
+        (&server.cert, "server.cert"),
+        (&server.key, "server.key"),
+        (&server.ca, "server.ca"),
+        (&server.crl, "server.crl"),
+        (&server.crl_dir, "server.crl_dir"),
+    ] {
+        if let Some(v) = value {
+            check_file(v, what)?;
+        }
+    }
+    if server.ssl && (server.cert.is_none() || server.key.is_none()) {
+        return Err(LoadError {
+            file: path.to_path_buf(),
+            line: None,
+            message: "server.ssl is on, so server.cert and server.key are required".into(),
+        });
+    }
+
+    let check_conn = |conn: &BTreeMap<String, Spanned<String>>| -> Result<(), LoadError> {
+        for (k, v) in conn {
+            if !CONN_KEYWORDS.contains(&k.as_str()) {
+                return Err(err(
+                    v.span(),
+                    format!("unknown connection keyword {k:?}; expected a libpq keyword: {}", CONN_KEYWORDS.join(", ")),
+                ));
+            }
+            let is_system_root = k == "sslrootcert" && v.get_ref() == "system";
+            if FILE_KEYWORDS.contains(&k.as_str()) && !is_system_root {
+                check_file(v, k)?;
+            }
+            if k == "hostaddr" && v.get_ref() == "::1" && !server.ipv6 {
+                return Err(err(v.span(), "hostaddr ::1 needs `ipv6 = true` in [server]".into()));
+            }
+        }
+        Ok(())
+    };
+    check_conn(&file.defaults.conn)?;
+
+    let mut ids = BTreeSet::new();
+    let mut cases = Vec::new();
+    for def in file.cases {
+        let id = def.id.get_ref().clone();
+        let line = line_of(&source, def.id.span().start);
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
+            return Err(err(def.id.span(), format!("case id {id:?} must be non-empty and use only letters, digits, - _ . +")));
+        }
+        if !ids.insert(id.clone()) {
+            return Err(err(def.id.span(), format!("duplicate case id {id:?}")));
+        }
+        check_conn(&def.conn)?;
+        let mut overrides = Vec::new();
+        for o in def.overrides {
+            let oline = line_of(&source, o.when.span().start);
+            if o.reason.trim().is_empty() {
+                return Err(err(o.when.span(), format!("override in case {id:?} needs a reason")));
+            }
+            if o.when.get_ref().conditions().is_empty() {
+                return Err(err(o.when.span(), format!("override in case {id:?} selects nothing: name at least one fact")));
+            }
+            overrides.push(super::load::CaseOverride {
+                selector: o.when.into_inner(),
+                expect: o.expect,
+                reason: o.reason,
+                line: oline,
+            });
+        }
+        let mut conn: BTreeMap<String, String> = file
+            .defaults
+            .conn
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+            .collect();
+        conn.extend(def.conn.into_iter().map(|(k, v)| (k, v.into_inner())));
+        cases.push(Case {
+            id: format!("{name}/{id}"),
+            doc: def.doc,
+            line,
+            conn,
+            expect: def.expect,
+            overrides,
+        });
+    }
+    if cases.is_empty() {
+        return Err(LoadError {
+            file: path.to_path_buf(),
+            line: None,
+            message: "no [[case]] tables: a scenario needs at least one case".into(),
+        });
+    }
+    Ok(Scenario {
+        name,
+        path: path.to_path_buf(),
+        doc: file.doc,
+        pki,
+        server: file.server,
+        cases,
+    })
+}
+
+/// The valid names closest to a wrong one first, so the hint stays short.
+fn nearest(wrong: &str, valid: &BTreeSet<String>) -> String {
+    let mut scored: Vec<(usize, &String)> = valid
+        .iter()
+        .map(|v| {
+            let common = v.chars().zip(wrong.chars()).take_while(|(a, b)| a == b).count();
+            (usize::MAX - common, v)
+        })
+        .collect();
+    scored.sort();
+    let shown: Vec<&str> = scored.iter().take(8).map(|(_, v)| v.as_str()).collect();
+    let more = valid.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{} (and {more} more; `pgssl certs --out DIR` lists them all)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
