@@ -148,8 +148,6 @@ pub fn connect_request(case: &Case, port: u16, pki: &PkiDir, timeout: Duration) 
         ("hostaddr".into(), "127.0.0.1".into()),
         ("connect_timeout".into(), timeout.as_secs().max(2).to_string()),
         ("application_name".into(), case.id.clone()),
-        // No Kerberos on the test path: GSSAPI negotiation is not what is being tested.
-        ("gssencmode".into(), "disable".into()),
     ];
     let mut set = |k: &str, v: String| match params.iter_mut().find(|(pk, _)| pk == k) {
         Some(slot) => slot.1 = v,

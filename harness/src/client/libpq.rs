@@ -137,7 +137,25 @@ impl Conn {
     }
 }
 
+/// libpq would otherwise read ~/.postgresql/{postgresql.crt,postgresql.key,root.crt,root.crl},
+/// ~/.pgpass and try GSSAPI first: pin all of that down unless the case sets it.
+const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
+    ("sslcert", "/nonexistent/pgssl-home/.postgresql/postgresql.crt"),
+    ("sslkey", "/nonexistent/pgssl-home/.postgresql/postgresql.key"),
+    ("sslrootcert", "/nonexistent/pgssl-home/.postgresql/root.crt"),
+    ("sslcrl", "/nonexistent/pgssl-home/.postgresql/root.crl"),
+    ("passfile", "/nonexistent/pgssl-home/.pgpass"),
+    ("gssencmode", "disable"),
+];
+
 fn connect_blocking(request: &ConnectRequest) -> Outcome {
+    let mut request = request.clone();
+    for (k, v) in ISOLATION_DEFAULTS {
+        if request.get(k).is_none() {
+            request.params.push((k.to_string(), v.to_string()));
+        }
+    }
+    let request = &request;
     let deadline = Instant::now() + request.timeout;
     let keys: Vec<CString> = request.params.iter().map(|(k, _)| CString::new(k.as_str()).unwrap_or_default()).collect();
     let values: Vec<CString> = request.params.iter().map(|(_, v)| CString::new(v.as_str()).unwrap_or_default()).collect();
