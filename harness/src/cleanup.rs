@@ -51,7 +51,11 @@ pub fn register_dir(path: &Path) -> Registration {
 
 /// Stops a process: SIGINT (fast shutdown for PostgreSQL), then SIGQUIT, then SIGKILL.
 pub fn stop_process(pid: i32, grace: Duration) {
-    for (sig, wait) in [(libc::SIGINT, grace), (libc::SIGQUIT, Duration::from_secs(2)), (libc::SIGKILL, Duration::from_secs(2))] {
+    for (sig, wait) in [
+        (libc::SIGINT, grace),
+        (libc::SIGQUIT, Duration::from_secs(2)),
+        (libc::SIGKILL, Duration::from_secs(2)),
+    ] {
         // SAFETY: signalling a pid we started.
         if unsafe { libc::kill(pid, sig) } != 0 {
             return;
@@ -72,7 +76,10 @@ pub fn alive(pid: i32) -> bool {
     // SAFETY: reaps our own child if it exited; harmless for non-children.
     unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -98,11 +105,16 @@ pub fn cleanup_all() {
 /// On SIGINT or SIGTERM: clean up everything, then exit 130 / 143.
 pub fn install_signal_handlers() {
     std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         let Ok(rt) = rt else { return };
         rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
                 return;
             };
             let code = tokio::select! {
@@ -119,39 +131,64 @@ pub fn install_signal_handlers() {
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 /// Creates this run's directory under the temp dir, stamped with our pid and start time.
 pub fn create_run_dir() -> std::io::Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new().prefix(RUN_DIR_PREFIX).tempdir()?;
     let me = std::process::id() as i32;
-    std::fs::write(dir.path().join(OWNER_FILE), format!("{me} {}", process_start_time(me).unwrap_or(0)))?;
+    std::fs::write(
+        dir.path().join(OWNER_FILE),
+        format!("{me} {}", process_start_time(me).unwrap_or(0)),
+    )?;
     Ok(dir)
 }
 
 /// Removes run directories whose owner is gone, stopping any server still running in them.
 /// Returns how many directories were reaped.
 pub fn reap_stale() -> usize {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
     let mut reaped = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_run = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
+        let is_run = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
         if !is_run {
             continue;
         }
         let owner = std::fs::read_to_string(path.join(OWNER_FILE)).unwrap_or_default();
-        let mut it = owner.split_whitespace().map(|s| s.parse::<u64>().unwrap_or(0));
+        let mut it = owner
+            .split_whitespace()
+            .map(|s| s.parse::<u64>().unwrap_or(0));
         let (pid, start) = (it.next().unwrap_or(0) as i32, it.next().unwrap_or(0));
         if pid > 0 && alive(pid) && process_start_time(pid) == Some(start) {
             continue;
         }
         for pidfile in find_postmaster_pids(&path) {
             let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
-            let Some(pm) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { continue };
+            let Some(pm) = text
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
             let cmdline = std::fs::read(format!("/proc/{pm}/cmdline")).unwrap_or_default();
-            let data_dir = pidfile.parent().unwrap_or(&path).to_string_lossy().into_owned();
+            let data_dir = pidfile
+                .parent()
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
             if String::from_utf8_lossy(&cmdline).contains(&data_dir) {
                 stop_process(pm, Duration::from_secs(2));
             }
@@ -165,7 +202,9 @@ pub fn reap_stale() -> usize {
 
 fn find_postmaster_pids(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -24,9 +24,17 @@ pub fn stale_overrides(scenarios: &[Scenario], backends: &[BackendFacts]) -> Vec
     for s in scenarios {
         for case in &s.cases {
             for o in &case.overrides {
-                let at = |message: String| Finding { file: s.path.display().to_string(), line: o.line, message };
+                let at = |message: String| Finding {
+                    file: s.path.display().to_string(),
+                    line: o.line,
+                    message,
+                };
                 if o.expect == case.expect {
-                    out.push(at(format!("{}: override [{}] restates the canonical expectation", case.id, o.selector.describe())));
+                    out.push(at(format!(
+                        "{}: override [{}] restates the canonical expectation",
+                        case.id,
+                        o.selector.describe()
+                    )));
                 }
                 if !backends.iter().any(|b| o.selector.matches(b)) {
                     let labels: Vec<String> = backends.iter().map(BackendFacts::label).collect();

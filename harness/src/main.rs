@@ -13,7 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "pgssl", version, about = "Conformance harness for TLS in the PostgreSQL protocol")]
+#[command(
+    name = "pgssl",
+    version,
+    about = "Conformance harness for TLS in the PostgreSQL protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,7 +68,12 @@ enum Command {
 #[derive(Args)]
 struct Selection {
     /// Server build(s) to run against.
-    #[arg(long = "server", env = "PGSSL_SERVER", default_value = "local", value_delimiter = ',')]
+    #[arg(
+        long = "server",
+        env = "PGSSL_SERVER",
+        default_value = "local",
+        value_delimiter = ','
+    )]
     servers: Vec<String>,
     /// Client stack(s) to connect with (default: all).
     #[arg(long = "client", env = "PGSSL_CLIENT", value_delimiter = ',')]
@@ -86,12 +95,20 @@ struct Selection {
 struct Infra(anyhow::Error);
 
 fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>> {
-    let paths = if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths.to_vec() };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("scenarios")]
+    } else {
+        paths.to_vec()
+    };
     Ok(load_scenarios(&paths)?)
 }
 
 fn clients(names: &[String]) -> Result<Vec<Arc<dyn ClientStack>>> {
-    let names: Vec<String> = if names.is_empty() { CLIENT_NAMES.iter().map(|s| s.to_string()).collect() } else { names.to_vec() };
+    let names: Vec<String> = if names.is_empty() {
+        CLIENT_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
     names.iter().map(|n| client_by_name(n)).collect()
 }
 
@@ -106,7 +123,11 @@ fn isolate_environment() {
     std::env::remove_var("LANGUAGE");
 }
 
-fn run_plan(sel: &Selection, filter: Option<String>, reporter: &mut dyn Reporter) -> Result<i32, Infra> {
+fn run_plan(
+    sel: &Selection,
+    filter: Option<String>,
+    reporter: &mut dyn Reporter,
+) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     let clients = clients(&sel.clients).map_err(Infra)?;
     let reaped = pgssl::cleanup::reap_stale();
@@ -117,7 +138,8 @@ fn run_plan(sel: &Selection, filter: Option<String>, reporter: &mut dyn Reporter
     let mut scenarios = Some(scenarios);
     let mut code = 0;
     for spec in &sel.servers {
-        let runtime = pgssl::runtime::runtime_by_spec(spec, sel.pg_bindir.clone()).map_err(Infra)?;
+        let runtime =
+            pgssl::runtime::runtime_by_spec(spec, sel.pg_bindir.clone()).map_err(Infra)?;
         let scenarios = match scenarios.take() {
             Some(s) => s,
             None => load(&sel.scenarios).map_err(Infra)?,
@@ -149,10 +171,14 @@ fn lint(sel: &Selection) -> Result<i32, Infra> {
     let clients = clients(&sel.clients).map_err(Infra)?;
     let mut backends = Vec::new();
     for spec in &sel.servers {
-        let runtime = pgssl::runtime::runtime_by_spec(spec, sel.pg_bindir.clone()).map_err(Infra)?;
+        let runtime =
+            pgssl::runtime::runtime_by_spec(spec, sel.pg_bindir.clone()).map_err(Infra)?;
         let server = runtime.detect_facts().map_err(Infra)?;
         for c in &clients {
-            backends.push(BackendFacts { server: server.clone(), client: c.facts().clone() });
+            backends.push(BackendFacts {
+                server: server.clone(),
+                client: c.facts().clone(),
+            });
         }
     }
     let findings = pgssl::lint::stale_overrides(&scenarios, &backends);
@@ -160,7 +186,11 @@ fn lint(sel: &Selection) -> Result<i32, Infra> {
         println!("{f}");
     }
     let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
-    eprintln!("pgssl lint: {} scenarios, {cases} cases, {} findings", scenarios.len(), findings.len());
+    eprintln!(
+        "pgssl lint: {} scenarios, {cases} cases, {} findings",
+        scenarios.len(),
+        findings.len()
+    );
     Ok(if findings.is_empty() { 0 } else { 1 })
 }
 
@@ -169,7 +199,12 @@ fn main() {
     pgssl::cleanup::install_signal_handlers();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { sel, filter, json, verbose } => {
+        Command::Run {
+            sel,
+            filter,
+            json,
+            verbose,
+        } => {
             let mut sinks: Vec<Box<dyn Reporter>> = vec![Box::new(HumanReporter::new(verbose))];
             if let Some(path) = json {
                 sinks.push(Box::new(JsonReporter::new(path)));
@@ -189,8 +224,13 @@ fn main() {
         Command::Certs { out, spec } => (|| -> Result<i32> {
             let spec = pgssl::pki::PkiSpec::load(&spec)?;
             let dir = spec.materialize(&pgssl::pki::cache_root())?;
-            pgssl::pki::copy_tree(&dir.dir, &out).with_context(|| format!("writing {}", out.display()))?;
-            eprintln!("pgssl: wrote {} files to {}", spec.file_names().len(), out.display());
+            pgssl::pki::copy_tree(&dir.dir, &out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "pgssl: wrote {} files to {}",
+                spec.file_names().len(),
+                out.display()
+            );
             Ok(0)
         })()
         .map_err(Infra),

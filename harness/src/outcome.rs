@@ -5,7 +5,8 @@ use crate::scenario::{Expect, SessionExpect};
 use serde::Serialize;
 
 /// The SQL every connected attempt runs: what the server recorded about this session.
-pub const SESSION_QUERY: &str = "SELECT s.ssl::text, coalesce(s.version, ''), coalesce(s.cipher, ''), \
+pub const SESSION_QUERY: &str =
+    "SELECT s.ssl::text, coalesce(s.version, ''), coalesce(s.cipher, ''), \
      coalesce(s.client_dn, ''), coalesce(s.issuer_dn, ''), coalesce(s.client_serial::text, ''), \
      current_user::text FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()";
 
@@ -25,7 +26,10 @@ impl Session {
     /// Builds a session from the text columns of [`SESSION_QUERY`], in order.
     pub fn from_row(cols: &[String]) -> Result<Self, String> {
         if cols.len() != 7 {
-            return Err(format!("session query returned {} columns, expected 7", cols.len()));
+            return Err(format!(
+                "session query returned {} columns, expected 7",
+                cols.len()
+            ));
         }
         Ok(Session {
             ssl: cols[0] == "true" || cols[0] == "t",
@@ -72,16 +76,22 @@ impl Outcome {
 /// Does `actual` satisfy `expected`? `Err` says why not.
 pub fn judge(expected: &Expect, actual: &Outcome) -> Result<(), String> {
     match (expected, actual) {
-        (_, Outcome::Failed { class: ErrorClass::Unclassified, raw }) => Err(format!(
+        (
+            _,
+            Outcome::Failed {
+                class: ErrorClass::Unclassified,
+                raw,
+            },
+        ) => Err(format!(
             "the adapter could not classify this error; extend its error map: {raw}"
         )),
         (Expect::Failed(want), Outcome::Failed { class, .. }) if want == class => Ok(()),
         (Expect::Failed(want), Outcome::Failed { class, .. }) => {
             Err(format!("expected failure {want}, got failure {class}"))
         }
-        (Expect::Failed(want), Outcome::Connected(_)) => {
-            Err(format!("expected failure {want}, but the connection succeeded"))
-        }
+        (Expect::Failed(want), Outcome::Connected(_)) => Err(format!(
+            "expected failure {want}, but the connection succeeded"
+        )),
         (Expect::Connected(_), Outcome::Failed { class, .. }) => {
             Err(format!("expected a connection, got failure {class}"))
         }
@@ -99,7 +109,11 @@ fn judge_session(want: &SessionExpect, got: &Session) -> Result<(), String> {
         }
     };
     let ssl = if got.ssl { "true" } else { "false" };
-    check("ssl", want.ssl.map(|b| if b { "true" } else { "false" }), ssl);
+    check(
+        "ssl",
+        want.ssl.map(|b| if b { "true" } else { "false" }),
+        ssl,
+    );
     check("tls_version", want.tls_version.as_deref(), &got.tls_version);
     check("client_dn", want.client_dn.as_deref(), &got.client_dn);
     check("issuer_dn", want.issuer_dn.as_deref(), &got.issuer_dn);
@@ -123,10 +137,20 @@ mod tests {
 
     #[test]
     fn session_properties_are_checked() {
-        let got = Session { ssl: true, tls_version: "TLSv1.3".into(), ..Default::default() };
-        let want = SessionExpect { ssl: Some(true), ..Default::default() };
+        let got = Session {
+            ssl: true,
+            tls_version: "TLSv1.3".into(),
+            ..Default::default()
+        };
+        let want = SessionExpect {
+            ssl: Some(true),
+            ..Default::default()
+        };
         assert!(judge(&Expect::Connected(want), &Outcome::Connected(got.clone())).is_ok());
-        let want = SessionExpect { ssl: Some(false), ..Default::default() };
+        let want = SessionExpect {
+            ssl: Some(false),
+            ..Default::default()
+        };
         assert!(judge(&Expect::Connected(want), &Outcome::Connected(got)).is_err());
     }
 

@@ -45,7 +45,10 @@ pub struct CaseResult {
 impl CaseResult {
     /// `<case> [<client>@<build>]`, the name reports use.
     pub fn name(&self) -> String {
-        let build = self.backend.as_ref().map_or("?", |b| b.server.build.as_str());
+        let build = self
+            .backend
+            .as_ref()
+            .map_or("?", |b| b.server.build.as_str());
         format!("{} [{}@{}]", self.case, self.client, build)
     }
 }
@@ -76,8 +79,15 @@ impl Summary {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
-    Started { total: usize },
-    ServerReady { scenario: String, server: crate::facts::ServerFacts, reused: bool, millis: u128 },
+    Started {
+        total: usize,
+    },
+    ServerReady {
+        scenario: String,
+        server: crate::facts::ServerFacts,
+        reused: bool,
+        millis: u128,
+    },
     CaseFinished(Box<CaseResult>),
     Finished(Summary),
 }
@@ -100,13 +110,21 @@ impl Plan {
         scenario
             .cases
             .iter()
-            .filter(|c| self.filter.as_ref().is_none_or(|f| c.id.contains(f.as_str())))
+            .filter(|c| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|f| c.id.contains(f.as_str()))
+            })
             .collect()
     }
 
     /// Number of (case, client) pairs the plan will report.
     pub fn total(&self) -> usize {
-        self.scenarios.iter().map(|s| self.selected(s).len()).sum::<usize>() * self.clients.len()
+        self.scenarios
+            .iter()
+            .map(|s| self.selected(s).len())
+            .sum::<usize>()
+            * self.clients.len()
     }
 }
 
@@ -121,7 +139,9 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
         databases: s.databases.clone(),
         ..Default::default()
     };
-    setup.settings.push(("ssl".into(), if s.ssl { "on" } else { "off" }.into()));
+    setup
+        .settings
+        .push(("ssl".into(), if s.ssl { "on" } else { "off" }.into()));
     for (setting, file, value) in [
         ("ssl_cert_file", "server.crt", &s.cert),
         ("ssl_key_file", "server.key", &s.key),
@@ -131,13 +151,19 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
     ] {
         match value {
             Some(name) => {
-                setup.files.push((file.to_string(), pki.path(name.get_ref())));
-                setup.settings.push((setting.into(), format!("pgssl/{file}")));
+                setup
+                    .files
+                    .push((file.to_string(), pki.path(name.get_ref())));
+                setup
+                    .settings
+                    .push((setting.into(), format!("pgssl/{file}")));
             }
             None => setup.settings.push((setting.into(), String::new())),
         }
     }
-    setup.settings.extend(s.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    setup
+        .settings
+        .extend(s.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
     setup
 }
 
@@ -146,7 +172,10 @@ pub fn connect_request(case: &Case, port: u16, pki: &PkiDir, timeout: Duration) 
     let mut params: Vec<(String, String)> = vec![
         ("host".into(), "localhost".into()),
         ("hostaddr".into(), "127.0.0.1".into()),
-        ("connect_timeout".into(), timeout.as_secs().max(2).to_string()),
+        (
+            "connect_timeout".into(),
+            timeout.as_secs().max(2).to_string(),
+        ),
         ("application_name".into(), case.id.clone()),
     ];
     let mut set = |k: &str, v: String| match params.iter_mut().find(|(pk, _)| pk == k) {
@@ -154,7 +183,8 @@ pub fn connect_request(case: &Case, port: u16, pki: &PkiDir, timeout: Duration) 
         None => params.push((k.to_string(), v)),
     };
     for (k, v) in &case.conn {
-        let value = if FILE_KEYWORDS.contains(&k.as_str()) && !(k == "sslrootcert" && v == "system") {
+        let value = if FILE_KEYWORDS.contains(&k.as_str()) && !(k == "sslrootcert" && v == "system")
+        {
             if v == MISSING_FILE {
                 pki.dir.join("missing").join(k).display().to_string()
             } else {
@@ -170,7 +200,13 @@ pub fn connect_request(case: &Case, port: u16, pki: &PkiDir, timeout: Duration) 
 }
 
 /// Judges an outcome for a case on a backend.
-pub fn evaluate(case: &Case, client: &str, facts: &BackendFacts, outcome: Outcome, millis: u128) -> CaseResult {
+pub fn evaluate(
+    case: &Case,
+    client: &str,
+    facts: &BackendFacts,
+    outcome: Outcome,
+    millis: u128,
+) -> CaseResult {
     let expectation = case.expectation_for(facts);
     let verdict = match judge(expectation.expect, &outcome) {
         Ok(()) => Verdict::Pass,
@@ -190,23 +226,43 @@ pub fn evaluate(case: &Case, client: &str, facts: &BackendFacts, outcome: Outcom
 }
 
 /// Runs one case with one client against a ready server.
-pub async fn run_case(case: &Case, client: &dyn ClientStack, server: &crate::facts::ServerFacts, port: u16, pki: &PkiDir, timeout: Duration) -> CaseResult {
-    let facts = BackendFacts { server: server.clone(), client: client.facts().clone() };
+pub async fn run_case(
+    case: &Case,
+    client: &dyn ClientStack,
+    server: &crate::facts::ServerFacts,
+    port: u16,
+    pki: &PkiDir,
+    timeout: Duration,
+) -> CaseResult {
+    let facts = BackendFacts {
+        server: server.clone(),
+        client: client.facts().clone(),
+    };
     let start = Instant::now();
     let outcome = attempt(client, connect_request(case, port, pki, timeout)).await;
-    evaluate(case, &client.facts().name, &facts, outcome, start.elapsed().as_millis())
+    evaluate(
+        case,
+        &client.facts().name,
+        &facts,
+        outcome,
+        start.elapsed().as_millis(),
+    )
 }
 
 /// Runs the plan, sending every event to `events`. Returns the summary (also sent).
 pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
     let started = Instant::now();
     let plan = Arc::new(plan);
-    let _ = events.send(Event::Started { total: plan.total() });
-    let queue: Arc<Mutex<VecDeque<usize>>> = Arc::new(Mutex::new((0..plan.scenarios.len()).collect()));
+    let _ = events.send(Event::Started {
+        total: plan.total(),
+    });
+    let queue: Arc<Mutex<VecDeque<usize>>> =
+        Arc::new(Mutex::new((0..plan.scenarios.len()).collect()));
     let summary = Arc::new(Mutex::new(Summary::default()));
     let mut workers = Vec::new();
     for _ in 0..plan.jobs.max(1) {
-        let (plan, queue, events, summary) = (plan.clone(), queue.clone(), events.clone(), summary.clone());
+        let (plan, queue, events, summary) =
+            (plan.clone(), queue.clone(), events.clone(), summary.clone());
         workers.push(tokio::spawn(async move {
             let mut server: Option<Box<dyn Server>> = None;
             loop {
@@ -243,7 +299,11 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
 }
 
 /// Brings `slot` into the scenario's configuration: reload when possible, else a new server.
-fn prepare_server(runtime: &dyn Runtime, slot: &mut Option<Box<dyn Server>>, setup: &ServerSetup) -> Result<bool> {
+fn prepare_server(
+    runtime: &dyn Runtime,
+    slot: &mut Option<Box<dyn Server>>,
+    setup: &ServerSetup,
+) -> Result<bool> {
     if let Some(server) = slot.as_mut() {
         if server.can_reload_into(setup) && server.reload(setup).is_ok() {
             return Ok(true);
@@ -254,7 +314,13 @@ fn prepare_server(runtime: &dyn Runtime, slot: &mut Option<Box<dyn Server>>, set
     Ok(false)
 }
 
-async fn run_scenario(plan: &Arc<Plan>, scenario: &Scenario, cases: &[&Case], slot: &mut Option<Box<dyn Server>>, events: &UnboundedSender<Event>) -> Vec<CaseResult> {
+async fn run_scenario(
+    plan: &Arc<Plan>,
+    scenario: &Scenario,
+    cases: &[&Case],
+    slot: &mut Option<Box<dyn Server>>,
+    events: &UnboundedSender<Event>,
+) -> Vec<CaseResult> {
     let error = |msg: String| -> Vec<CaseResult> {
         cases
             .iter()
@@ -303,16 +369,31 @@ async fn run_scenario(plan: &Arc<Plan>, scenario: &Scenario, cases: &[&Case], sl
     let server = slot.as_ref().expect("prepared");
     let facts = server.facts().clone();
     let port = server.port();
-    let _ = events.send(Event::ServerReady { scenario: scenario.name.clone(), server: facts.clone(), reused, millis: start.elapsed().as_millis() });
+    let _ = events.send(Event::ServerReady {
+        scenario: scenario.name.clone(),
+        server: facts.clone(),
+        reused,
+        millis: start.elapsed().as_millis(),
+    });
     let mut attempts = Vec::new();
     for case in cases {
         for client in &plan.clients {
-            attempts.push(run_case(case, client.as_ref(), &facts, port, &pki, plan.timeout));
+            attempts.push(run_case(
+                case,
+                client.as_ref(),
+                &facts,
+                port,
+                &pki,
+                plan.timeout,
+            ));
         }
     }
     use futures_util::StreamExt;
     // Bounded: every attempt is a server backend, and a 2-core machine gains nothing past this.
-    futures_util::stream::iter(attempts).buffer_unordered(ATTEMPTS_AT_ONCE).collect().await
+    futures_util::stream::iter(attempts)
+        .buffer_unordered(ATTEMPTS_AT_ONCE)
+        .collect()
+        .await
 }
 
 /// Concurrent attempts per scenario.

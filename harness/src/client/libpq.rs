@@ -24,7 +24,11 @@ thread_local! {
 
 /// Replaces libpq's default hook, which would prompt on the terminal when no sslpassword is
 /// given: here the answer is the attempt's sslpassword or nothing.
-unsafe extern "C" fn key_password_hook(buf: *mut c_char, size: c_int, _conn: *mut pq::PGconn) -> c_int {
+unsafe extern "C" fn key_password_hook(
+    buf: *mut c_char,
+    size: c_int,
+    _conn: *mut pq::PGconn,
+) -> c_int {
     KEY_PASSWORD.with(|p| match p.borrow().as_ref() {
         Some(pw) => {
             let bytes = pw.as_bytes();
@@ -59,7 +63,12 @@ impl Libpq {
         let libpq_version = if version >= 100000 {
             format!("{}.{}", version / 10000, version % 10000)
         } else {
-            format!("{}.{}.{}", version / 10000, (version / 100) % 100, version % 100)
+            format!(
+                "{}.{}.{}",
+                version / 10000,
+                (version / 100) % 100,
+                version % 100
+            )
         };
         Libpq {
             facts: ClientFacts {
@@ -87,7 +96,12 @@ impl ClientStack for Libpq {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || connect_blocking(&request))
                 .await
-                .unwrap_or_else(|e| Outcome::failed(ErrorClass::Unclassified, format!("libpq attempt panicked: {e}")))
+                .unwrap_or_else(|e| {
+                    Outcome::failed(
+                        ErrorClass::Unclassified,
+                        format!("libpq attempt panicked: {e}"),
+                    )
+                })
         })
     }
 }
@@ -105,7 +119,11 @@ impl Drop for Conn {
 impl Conn {
     fn error(&self) -> String {
         // SAFETY: valid conn; libpq returns a NUL-terminated string owned by the conn.
-        unsafe { CStr::from_ptr(pq::PQerrorMessage(self.0)).to_string_lossy().into_owned() }
+        unsafe {
+            CStr::from_ptr(pq::PQerrorMessage(self.0))
+                .to_string_lossy()
+                .into_owned()
+        }
     }
 
     /// Waits until the socket is ready for `write` or read, or the deadline passes.
@@ -118,7 +136,10 @@ impl Conn {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Outcome::failed(ErrorClass::Timeout, "deadline passed while waiting for the server"));
+                return Err(Outcome::failed(
+                    ErrorClass::Timeout,
+                    "deadline passed while waiting for the server",
+                ));
             }
             let mut pfd = libc::pollfd {
                 fd,
@@ -126,12 +147,16 @@ impl Conn {
                 revents: 0,
             };
             // SAFETY: one valid pollfd.
-            let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            let rc =
+                unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
             if rc > 0 {
                 return Ok(());
             }
             if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return Err(Outcome::failed(ErrorClass::IoError, std::io::Error::last_os_error().to_string()));
+                return Err(Outcome::failed(
+                    ErrorClass::IoError,
+                    std::io::Error::last_os_error().to_string(),
+                ));
             }
         }
     }
@@ -140,9 +165,18 @@ impl Conn {
 /// libpq would otherwise read ~/.postgresql/{postgresql.crt,postgresql.key,root.crt,root.crl},
 /// ~/.pgpass and try GSSAPI first: pin all of that down unless the case sets it.
 const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
-    ("sslcert", "/nonexistent/pgssl-home/.postgresql/postgresql.crt"),
-    ("sslkey", "/nonexistent/pgssl-home/.postgresql/postgresql.key"),
-    ("sslrootcert", "/nonexistent/pgssl-home/.postgresql/root.crt"),
+    (
+        "sslcert",
+        "/nonexistent/pgssl-home/.postgresql/postgresql.crt",
+    ),
+    (
+        "sslkey",
+        "/nonexistent/pgssl-home/.postgresql/postgresql.key",
+    ),
+    (
+        "sslrootcert",
+        "/nonexistent/pgssl-home/.postgresql/root.crt",
+    ),
     ("sslcrl", "/nonexistent/pgssl-home/.postgresql/root.crl"),
     ("passfile", "/nonexistent/pgssl-home/.pgpass"),
     ("gssencmode", "disable"),
@@ -157,18 +191,33 @@ fn connect_blocking(request: &ConnectRequest) -> Outcome {
     }
     let request = &request;
     let deadline = Instant::now() + request.timeout;
-    let keys: Vec<CString> = request.params.iter().map(|(k, _)| CString::new(k.as_str()).unwrap_or_default()).collect();
-    let values: Vec<CString> = request.params.iter().map(|(_, v)| CString::new(v.as_str()).unwrap_or_default()).collect();
+    let keys: Vec<CString> = request
+        .params
+        .iter()
+        .map(|(k, _)| CString::new(k.as_str()).unwrap_or_default())
+        .collect();
+    let values: Vec<CString> = request
+        .params
+        .iter()
+        .map(|(_, v)| CString::new(v.as_str()).unwrap_or_default())
+        .collect();
     let mut kp: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
     let mut vp: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
     kp.push(std::ptr::null());
     vp.push(std::ptr::null());
-    KEY_PASSWORD.with(|p| *p.borrow_mut() = request.get("sslpassword").and_then(|s| CString::new(s).ok()));
+    KEY_PASSWORD.with(|p| {
+        *p.borrow_mut() = request
+            .get("sslpassword")
+            .and_then(|s| CString::new(s).ok())
+    });
 
     // SAFETY: NULL-terminated arrays of NUL-terminated strings that outlive the call.
     let raw = unsafe { pq::PQconnectStartParams(kp.as_ptr(), vp.as_ptr(), 0) };
     if raw.is_null() {
-        return Outcome::failed(ErrorClass::Unclassified, "PQconnectStartParams returned NULL");
+        return Outcome::failed(
+            ErrorClass::Unclassified,
+            "PQconnectStartParams returned NULL",
+        );
     }
     let conn = Conn(raw);
     // SAFETY: valid conn.
@@ -215,39 +264,70 @@ fn session(conn: &Conn, deadline: Instant) -> Result<Session, Outcome> {
             break;
         }
         unsafe {
-            if pq::PQresultStatus(res) == pq::ExecStatusType::PGRES_TUPLES_OK && pq::PQntuples(res) == 1 {
+            if pq::PQresultStatus(res) == pq::ExecStatusType::PGRES_TUPLES_OK
+                && pq::PQntuples(res) == 1
+            {
                 let cols: Vec<String> = (0..pq::PQnfields(res))
-                    .map(|i| CStr::from_ptr(pq::PQgetvalue(res, 0, i)).to_string_lossy().into_owned())
+                    .map(|i| {
+                        CStr::from_ptr(pq::PQgetvalue(res, 0, i))
+                            .to_string_lossy()
+                            .into_owned()
+                    })
                     .collect();
                 row = Some(cols);
             } else if pq::PQresultStatus(res) != pq::ExecStatusType::PGRES_TUPLES_OK {
-                let msg = CStr::from_ptr(pq::PQresultErrorMessage(res)).to_string_lossy().into_owned();
+                let msg = CStr::from_ptr(pq::PQresultErrorMessage(res))
+                    .to_string_lossy()
+                    .into_owned();
                 pq::PQclear(res);
                 return Err(classify(&msg));
             }
             pq::PQclear(res);
         }
     }
-    let cols = row.ok_or_else(|| Outcome::failed(ErrorClass::Unclassified, "session query returned no row"))?;
+    let cols = row.ok_or_else(|| {
+        Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
+    })?;
     Session::from_row(&cols).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
 }
 
 /// libpq's messages (OpenSSL-backed) to classes. Unknown text stays `unclassified`.
 fn classify(msg: &str) -> Outcome {
     const TABLE: &[(&str, ErrorClass)] = &[
-        ("server does not support SSL, but SSL was required", ErrorClass::SslNotSupported),
+        (
+            "server does not support SSL, but SSL was required",
+            ErrorClass::SslNotSupported,
+        ),
         ("does not match host name", ErrorClass::HostnameMismatch),
-        ("could not get server's host name from server certificate", ErrorClass::ServerNameMissing),
+        (
+            "could not get server's host name from server certificate",
+            ErrorClass::ServerNameMissing,
+        ),
         ("root certificate file", ErrorClass::RootCertMissing),
         ("certificate revoked", ErrorClass::ClientCertRevoked),
         ("alert unknown ca", ErrorClass::ClientCertUntrusted),
         ("certificate verify failed", ErrorClass::ServerCertUntrusted),
-        ("has group or world access", ErrorClass::ClientKeyPermissions),
-        ("could not load private key file", ErrorClass::ClientKeyInvalid),
-        ("certificate present, but not private key file", ErrorClass::ClientKeyInvalid),
-        ("could not read certificate file", ErrorClass::ClientKeyInvalid),
+        (
+            "has group or world access",
+            ErrorClass::ClientKeyPermissions,
+        ),
+        (
+            "could not load private key file",
+            ErrorClass::ClientKeyInvalid,
+        ),
+        (
+            "certificate present, but not private key file",
+            ErrorClass::ClientKeyInvalid,
+        ),
+        (
+            "could not read certificate file",
+            ErrorClass::ClientKeyInvalid,
+        ),
         ("private key file", ErrorClass::ClientKeyInvalid),
-        ("invalid SSL protocol version range", ErrorClass::ProtocolVersion),
+        (
+            "invalid SSL protocol version range",
+            ErrorClass::ProtocolVersion,
+        ),
         ("unsupported protocol", ErrorClass::ProtocolVersion),
         ("no protocols available", ErrorClass::ProtocolVersion),
         ("alert protocol version", ErrorClass::ProtocolVersion),
@@ -257,7 +337,10 @@ fn classify(msg: &str) -> Outcome {
         ("no password supplied", ErrorClass::AuthFailed),
         ("timeout expired", ErrorClass::Timeout),
         ("Connection refused", ErrorClass::IoError),
-        ("server closed the connection unexpectedly", ErrorClass::IoError),
+        (
+            "server closed the connection unexpectedly",
+            ErrorClass::IoError,
+        ),
         ("SSL SYSCALL error", ErrorClass::IoError),
     ];
     if let Some(class) = server_messages::classify(msg) {

@@ -14,7 +14,14 @@ use std::error::Error as _;
 use tokio_postgres::SimpleQueryMessage;
 
 /// Options this stack takes from the request itself rather than from the conninfo string.
-const TLS_KEYS: &[&str] = &["sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir"];
+const TLS_KEYS: &[&str] = &[
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcrl",
+    "sslcrldir",
+];
 
 pub struct NativeTls {
     facts: ClientFacts,
@@ -95,10 +102,17 @@ async fn connect(request: &ConnectRequest) -> Result<Session, Outcome> {
             // The connector's default: the system trust store.
         } else {
             let pem = std::fs::read(root).map_err(|e| {
-                Outcome::failed(ErrorClass::RootCertMissing, format!("could not read {root}: {e}"))
+                Outcome::failed(
+                    ErrorClass::RootCertMissing,
+                    format!("could not read {root}: {e}"),
+                )
             })?;
-            let certs = Certificate::stack_from_pem(&pem)
-                .map_err(|e| Outcome::failed(ErrorClass::ServerCertUntrusted, format!("bad root file {root}: {e}")))?;
+            let certs = Certificate::stack_from_pem(&pem).map_err(|e| {
+                Outcome::failed(
+                    ErrorClass::ServerCertUntrusted,
+                    format!("bad root file {root}: {e}"),
+                )
+            })?;
             builder.disable_built_in_roots(true);
             for c in certs {
                 builder.add_root_certificate(c);
@@ -107,35 +121,56 @@ async fn connect(request: &ConnectRequest) -> Result<Session, Outcome> {
     }
     if let (Some(cert), Some(key)) = (request.get("sslcert"), request.get("sslkey")) {
         let read = |p: &str| {
-            std::fs::read(p).map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, format!("could not read {p}: {e}")))
+            std::fs::read(p).map_err(|e| {
+                Outcome::failed(
+                    ErrorClass::ClientKeyInvalid,
+                    format!("could not read {p}: {e}"),
+                )
+            })
         };
         let (cert, key) = (read(cert)?, read(key)?);
-        let identity = Identity::from_pkcs8(&cert, &key)
-            .map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, format!("Identity::from_pkcs8: {e}")))?;
+        let identity = Identity::from_pkcs8(&cert, &key).map_err(|e| {
+            Outcome::failed(
+                ErrorClass::ClientKeyInvalid,
+                format!("Identity::from_pkcs8: {e}"),
+            )
+        })?;
         builder.identity(identity);
     }
     if request.get("sslnegotiation") == Some("direct") {
         postgres_native_tls::set_postgresql_alpn(&mut builder);
     }
-    let connector = builder
-        .build()
-        .map_err(|e| Outcome::failed(ErrorClass::Unclassified, format!("TlsConnector::build: {e}")))?;
+    let connector = builder.build().map_err(|e| {
+        Outcome::failed(
+            ErrorClass::Unclassified,
+            format!("TlsConnector::build: {e}"),
+        )
+    })?;
 
     let (client, connection) = config
         .connect(MakeTlsConnector::new(connector))
         .await
         .map_err(|e| classify(&e))?;
     let driver = tokio::spawn(connection);
-    let rows = client.simple_query(SESSION_QUERY).await.map_err(|e| classify(&e));
+    let rows = client
+        .simple_query(SESSION_QUERY)
+        .await
+        .map_err(|e| classify(&e));
     drop(client);
     driver.abort();
     let row = rows?
         .into_iter()
         .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).unwrap_or("").to_string()).collect::<Vec<_>>()),
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect::<Vec<_>>(),
+            ),
             _ => None,
         })
-        .ok_or_else(|| Outcome::failed(ErrorClass::Unclassified, "session query returned no row"))?;
+        .ok_or_else(|| {
+            Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
+        })?;
     Session::from_row(&row).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
 }
 
@@ -167,7 +202,10 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ("Hostname mismatch", ErrorClass::HostnameMismatch),
         ("IP address mismatch", ErrorClass::HostnameMismatch),
         ("certificate has expired", ErrorClass::ServerCertExpired),
-        ("certificate is not yet valid", ErrorClass::ServerCertExpired),
+        (
+            "certificate is not yet valid",
+            ErrorClass::ServerCertExpired,
+        ),
         ("certificate revoked", ErrorClass::ClientCertRevoked),
         ("alert unknown ca", ErrorClass::ClientCertUntrusted),
         ("certificate verify failed", ErrorClass::ServerCertUntrusted),

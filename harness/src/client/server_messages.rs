@@ -6,10 +6,22 @@ use crate::error_class::ErrorClass;
 /// Classifies a message the server sent (or that quotes one). `None` when it is not one.
 pub fn classify(msg: &str) -> Option<ErrorClass> {
     const TABLE: &[(&str, ErrorClass)] = &[
-        ("connection requires a valid client certificate", ErrorClass::ClientCertRequired),
-        ("certificate authentication failed for user", ErrorClass::CertAuthFailed),
-        ("certificate validation (clientcert=verify-full) failed", ErrorClass::CertAuthFailed),
-        ("password authentication failed for user", ErrorClass::AuthFailed),
+        (
+            "connection requires a valid client certificate",
+            ErrorClass::ClientCertRequired,
+        ),
+        (
+            "certificate authentication failed for user",
+            ErrorClass::CertAuthFailed,
+        ),
+        (
+            "certificate validation (clientcert=verify-full) failed",
+            ErrorClass::CertAuthFailed,
+        ),
+        (
+            "password authentication failed for user",
+            ErrorClass::AuthFailed,
+        ),
         ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
         ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
     ];

@@ -76,8 +76,12 @@ fn distinguished_name(subject: &str) -> Result<DistinguishedName> {
             (1, "C") => DnType::CountryName,
             (1, "ST") => DnType::StateOrProvinceName,
             (1, "L") => DnType::LocalityName,
-            (1, _) | (2, "CN" | "O" | "OU" | "C" | "ST" | "L") => DnType::CustomDnType(oid.to_vec()),
-            _ => return Err(anyhow!("subject {subject:?}: attribute {attr} appears more often than rcgen can encode")),
+            (1, _) | (2, "CN" | "O" | "OU" | "C" | "ST" | "L") => {
+                DnType::CustomDnType(oid.to_vec())
+            }
+            _ => return Err(anyhow!(
+                "subject {subject:?}: attribute {attr} appears more often than rcgen can encode"
+            )),
         };
         dn.push(ty, value);
     }
@@ -95,12 +99,19 @@ pub fn serial_for(name: &str) -> Vec<u8> {
 
 fn new_key(alg: KeyAlg) -> Result<KeyPair> {
     Ok(match alg {
-        KeyAlg::Rsa => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?,
+        KeyAlg::Rsa => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)?
+        }
         KeyAlg::Ec => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?,
     })
 }
 
-fn params_for(name: &str, spec: &CertSpec, is_ca: bool, now: OffsetDateTime) -> Result<CertificateParams> {
+fn params_for(
+    name: &str,
+    spec: &CertSpec,
+    is_ca: bool,
+    now: OffsetDateTime,
+) -> Result<CertificateParams> {
     let mut p = CertificateParams::default();
     p.distinguished_name = distinguished_name(&spec.subject)?;
     p.serial_number = Some(SerialNumber::from_slice(&serial_for(name)));
@@ -112,7 +123,8 @@ fn params_for(name: &str, spec: &CertSpec, is_ca: bool, now: OffsetDateTime) -> 
     p.not_before = nb;
     p.not_after = na;
     for d in &spec.dns {
-        p.subject_alt_names.push(SanType::DnsName(d.clone().try_into()?));
+        p.subject_alt_names
+            .push(SanType::DnsName(d.clone().try_into()?));
     }
     for ip in &spec.ip {
         p.subject_alt_names.push(SanType::IpAddress(ip.parse()?));
@@ -127,7 +139,11 @@ fn params_for(name: &str, spec: &CertSpec, is_ca: bool, now: OffsetDateTime) -> 
         .collect();
     if is_ca {
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
     }
     p.use_authority_key_identifier_extension = true;
     p.key_identifier_method = KeyIdMethod::Sha256;
@@ -160,7 +176,10 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
         let mut still = Vec::new();
         for name in pending {
             let spec_ca = &f.ca[name];
-            let ready = spec_ca.issuer.as_ref().is_none_or(|i| issuers.contains_key(i));
+            let ready = spec_ca
+                .issuer
+                .as_ref()
+                .is_none_or(|i| issuers.contains_key(i));
             if !ready {
                 still.push(name);
                 continue;
@@ -173,7 +192,14 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
             };
             let own_key = KeyPair::from_pem(&key.serialize_pem())?;
             issuers.insert(name.clone(), Issuer::new(params, own_key));
-            issued.insert(name.clone(), Issued { pem: cert.pem(), der: cert.der().to_vec(), key });
+            issued.insert(
+                name.clone(),
+                Issued {
+                    pem: cert.pem(),
+                    der: cert.der().to_vec(),
+                    key,
+                },
+            );
         }
         if still.len() == before {
             return Err(anyhow!("CA issuer chain cannot be resolved"));
@@ -185,16 +211,31 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
         let key = new_key(leaf.key)?;
         let issuer = leaf.issuer.as_ref().expect("validated");
         let cert = params.signed_by(&key, &issuers[issuer])?;
-        issued.insert(name.clone(), Issued { pem: cert.pem(), der: cert.der().to_vec(), key });
+        issued.insert(
+            name.clone(),
+            Issued {
+                pem: cert.pem(),
+                der: cert.der().to_vec(),
+                key,
+            },
+        );
     }
     for (name, i) in &issued {
         write(&out.join(format!("{name}.crt")), i.pem.as_bytes(), 0o644)?;
-        write(&out.join(format!("{name}.key")), i.key.serialize_pem().as_bytes(), 0o600)?;
+        write(
+            &out.join(format!("{name}.key")),
+            i.key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
     }
 
     let mut crls: BTreeMap<&String, (String, String)> = BTreeMap::new();
     for (name, c) in &f.crl {
-        let next = if c.expired { now - Duration::days(30) } else { now + Duration::days(3650) };
+        let next = if c.expired {
+            now - Duration::days(30)
+        } else {
+            now + Duration::days(3650)
+        };
         let params = CertificateRevocationListParams {
             this_update: now - Duration::days(if c.expired { 60 } else { 1 }),
             next_update: next,
@@ -240,13 +281,21 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
     for (name, k) in &f.key_file {
         let der = issued[&k.key].key.serialize_der();
         let bytes = encode_key(name, &der, k.format, k.password.as_deref())?;
-        let mode = k.mode.as_deref().map_or(0o600, |m| u32::from_str_radix(m, 8).unwrap_or(0o600));
+        let mode = k
+            .mode
+            .as_deref()
+            .map_or(0o600, |m| u32::from_str_radix(m, 8).unwrap_or(0o600));
         write(&out.join(name), &bytes, mode)?;
     }
     Ok(())
 }
 
-fn encode_key(name: &str, pkcs8_der: &[u8], format: KeyFormat, password: Option<&str>) -> Result<Vec<u8>> {
+fn encode_key(
+    name: &str,
+    pkcs8_der: &[u8],
+    format: KeyFormat,
+    password: Option<&str>,
+) -> Result<Vec<u8>> {
     let pem = |label: &'static str, der: &[u8]| -> Result<Vec<u8>> {
         Ok(pkcs8::der::pem::encode_string(label, LineEnding::LF, der)
             .map_err(|e| anyhow!("{e}"))?
@@ -257,8 +306,9 @@ fn encode_key(name: &str, pkcs8_der: &[u8], format: KeyFormat, password: Option<
         // Salt and IV derive from the file name: reproducible, and distinct per file.
         let seed = Sha256::digest(format!("pgssl key {name}").as_bytes());
         let iv: [u8; 16] = seed[16..32].try_into()?;
-        let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, &seed[..16], &iv)
-            .map_err(|e| anyhow!("{e}"))?;
+        let params =
+            pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(2048, &seed[..16], &iv)
+                .map_err(|e| anyhow!("{e}"))?;
         let doc = info
             .encrypt_with_params(params, password.unwrap_or_default())
             .map_err(|e| anyhow!("{e}"))?;
@@ -286,6 +336,8 @@ mod tests {
         assert_eq!(parts[0], ("CN".into(), "a/b".into()));
         assert_eq!(parts[2], ("OU".into(), "y".into()));
         assert!(parse_subject("CN=x").is_err());
-        assert!(parse_subject("/XX=1").unwrap_err().contains("unknown subject attribute"));
+        assert!(parse_subject("/XX=1")
+            .unwrap_err()
+            .contains("unknown subject attribute"));
     }
 }

@@ -39,7 +39,9 @@ pub fn cache_root() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("pgssl");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache").join("pgssl")
 }
 
@@ -66,7 +68,8 @@ impl PkiSpec {
         if fresh {
             return Ok(PkiDir { dir });
         }
-        std::fs::create_dir_all(cache).with_context(|| format!("creating cache {}", cache.display()))?;
+        std::fs::create_dir_all(cache)
+            .with_context(|| format!("creating cache {}", cache.display()))?;
         let tmp = tempfile::Builder::new()
             .prefix(".pki-tmp-")
             .tempdir_in(cache)

@@ -189,14 +189,25 @@ impl PkiSpec {
         for (name, c) in f.ca.iter().chain(f.cert.iter()) {
             if let Some(issuer) = &c.issuer {
                 if !f.ca.contains_key(issuer) {
-                    return Err(self.fail(&format!("issuer = \"{issuer}\""), format!("{name}: issuer {issuer:?} is not a [ca.*]; expected one of: {}", list(names(&f.ca)))));
+                    return Err(self.fail(
+                        &format!("issuer = \"{issuer}\""),
+                        format!(
+                            "{name}: issuer {issuer:?} is not a [ca.*]; expected one of: {}",
+                            list(names(&f.ca))
+                        ),
+                    ));
                 }
             } else if f.cert.contains_key(name) {
-                return Err(self.fail(name, format!("cert {name}: an end-entity certificate needs an issuer")));
+                return Err(self.fail(
+                    name,
+                    format!("cert {name}: an end-entity certificate needs an issuer"),
+                ));
             }
-            super::generate::parse_subject(&c.subject).map_err(|m| self.fail(&c.subject, format!("{name}: {m}")))?;
+            super::generate::parse_subject(&c.subject)
+                .map_err(|m| self.fail(&c.subject, format!("{name}: {m}")))?;
             for ip in &c.ip {
-                ip.parse::<std::net::IpAddr>().map_err(|_| self.fail(ip, format!("{name}: {ip:?} is not an IP address")))?;
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|_| self.fail(ip, format!("{name}: {ip:?} is not an IP address")))?;
             }
         }
         // CAs must be declared in an order where each issuer exists: reject cycles.
@@ -213,35 +224,61 @@ impl PkiSpec {
         let certs: BTreeSet<&String> = f.ca.keys().chain(f.cert.keys()).collect();
         for (name, crl) in &f.crl {
             if !f.ca.contains_key(&crl.issuer) {
-                return Err(self.fail(name, format!("crl {name}: issuer {:?} is not a [ca.*]", crl.issuer)));
+                return Err(self.fail(
+                    name,
+                    format!("crl {name}: issuer {:?} is not a [ca.*]", crl.issuer),
+                ));
             }
             for r in &crl.revoke {
-                let issued_by = f.ca.get(r).or(f.cert.get(r)).and_then(|c| c.issuer.as_ref());
+                let issued_by =
+                    f.ca.get(r)
+                        .or(f.cert.get(r))
+                        .and_then(|c| c.issuer.as_ref());
                 if issued_by != Some(&crl.issuer) {
-                    return Err(self.fail(r, format!("crl {name}: revokes {r:?}, which is not a certificate issued by {:?}", crl.issuer)));
+                    return Err(self.fail(
+                        r,
+                        format!(
+                            "crl {name}: revokes {r:?}, which is not a certificate issued by {:?}",
+                            crl.issuer
+                        ),
+                    ));
                 }
             }
         }
         for (name, b) in &f.bundle {
             for c in &b.certs {
                 if !certs.contains(c) {
-                    return Err(self.fail(name, format!("bundle {name}: {c:?} is not a certificate")));
+                    return Err(
+                        self.fail(name, format!("bundle {name}: {c:?} is not a certificate"))
+                    );
                 }
             }
         }
         for (name, b) in f.crl_bundle.iter().chain(f.crl_dir.iter()) {
             for c in &b.crls {
                 if !f.crl.contains_key(c) {
-                    return Err(self.fail(name, format!("{name}: {c:?} is not a [crl.*]; expected one of: {}", f.crl.keys().cloned().collect::<Vec<_>>().join(", "))));
+                    return Err(self.fail(
+                        name,
+                        format!(
+                            "{name}: {c:?} is not a [crl.*]; expected one of: {}",
+                            f.crl.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
                 }
             }
         }
         for (name, k) in &f.key_file {
             let owner = f.ca.get(&k.key).or(f.cert.get(&k.key));
             let Some(owner) = owner else {
-                return Err(self.fail(name, format!("key_file {name}: {:?} is not a certificate", k.key)));
+                return Err(self.fail(
+                    name,
+                    format!("key_file {name}: {:?} is not a certificate", k.key),
+                ));
             };
-            let encrypted = matches!(k.format, KeyFormat::Pkcs8EncryptedPem | KeyFormat::Pkcs8EncryptedDer);
+            let encrypted = matches!(
+                k.format,
+                KeyFormat::Pkcs8EncryptedPem | KeyFormat::Pkcs8EncryptedDer
+            );
             if encrypted != k.password.is_some() {
                 return Err(self.fail(name, format!("key_file {name}: a password goes with, and only with, the encrypted formats")));
             }
@@ -249,7 +286,9 @@ impl PkiSpec {
                 return Err(self.fail(name, format!("key_file {name}: pkcs1-pem needs an RSA key")));
             }
             if let Some(m) = &k.mode {
-                u32::from_str_radix(m, 8).map_err(|_| self.fail(m, format!("key_file {name}: mode {m:?} is not octal")))?;
+                u32::from_str_radix(m, 8).map_err(|_| {
+                    self.fail(m, format!("key_file {name}: mode {m:?} is not octal"))
+                })?;
             }
         }
         let mut seen = BTreeSet::new();

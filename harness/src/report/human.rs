@@ -15,7 +15,10 @@ pub struct HumanReporter {
 
 impl HumanReporter {
     pub fn new(verbose: bool) -> Self {
-        HumanReporter { verbose, ..Default::default() }
+        HumanReporter {
+            verbose,
+            ..Default::default()
+        }
     }
 }
 
@@ -27,7 +30,12 @@ impl Reporter for HumanReporter {
                 self.total = *total;
                 let _ = writeln!(err, "pgssl: running {total} case/backend pairs");
             }
-            Event::ServerReady { scenario, server, reused, millis } => {
+            Event::ServerReady {
+                scenario,
+                server,
+                reused,
+                millis,
+            } => {
                 let how = if *reused { "reloaded" } else { "started" };
                 let _ = writeln!(
                     err,
@@ -43,7 +51,14 @@ impl Reporter for HumanReporter {
                     Verdict::Error(_) => "ERROR",
                 };
                 if self.verbose || !matches!(r.verdict, Verdict::Pass) {
-                    let _ = writeln!(err, "  [{:>4}/{}] {label:5} {} ({} ms)", self.done, self.total, r.name(), r.millis);
+                    let _ = writeln!(
+                        err,
+                        "  [{:>4}/{}] {label:5} {} ({} ms)",
+                        self.done,
+                        self.total,
+                        r.name(),
+                        r.millis
+                    );
                 }
                 if !matches!(r.verdict, Verdict::Pass) {
                     self.problems.push((**r).clone());

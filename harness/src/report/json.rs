@@ -11,7 +11,10 @@ pub struct JsonReporter {
 
 impl JsonReporter {
     pub fn new(path: PathBuf) -> Self {
-        JsonReporter { path, events: Vec::new() }
+        JsonReporter {
+            path,
+            events: Vec::new(),
+        }
     }
 }
 

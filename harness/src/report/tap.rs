@@ -47,7 +47,9 @@ fn yaml(value: &serde_json::Value, indent: usize, out: &mut String) {
                         out.push_str(&format!("{pad}{k}:\n"));
                         yaml(v, indent + 2, out);
                     }
-                    serde_json::Value::String(s) => out.push_str(&format!("{pad}{k}: {}\n", scalar(s))),
+                    serde_json::Value::String(s) => {
+                        out.push_str(&format!("{pad}{k}: {}\n", scalar(s)))
+                    }
                     other => out.push_str(&format!("{pad}{k}: {other}\n")),
                 }
             }
@@ -81,10 +83,18 @@ impl<W: Write + Send> TapReporter<W> {
             raw,
             why,
             override_reason: r.override_reason.as_deref(),
-            backend: if matches!(r.verdict, Verdict::Pass) { None } else { r.backend.as_ref() },
+            backend: if matches!(r.verdict, Verdict::Pass) {
+                None
+            } else {
+                r.backend.as_ref()
+            },
         };
         let mut text = String::new();
-        yaml(&serde_json::to_value(&diag).unwrap_or_default(), 4, &mut text);
+        yaml(
+            &serde_json::to_value(&diag).unwrap_or_default(),
+            4,
+            &mut text,
+        );
         let _ = write!(self.out, "  ---\n{text}  ...\n");
     }
 }

@@ -46,7 +46,12 @@ impl Admin {
 
     fn error(&self) -> String {
         // SAFETY: valid conn.
-        unsafe { CStr::from_ptr(pq::PQerrorMessage(self.0)).to_string_lossy().trim().to_string() }
+        unsafe {
+            CStr::from_ptr(pq::PQerrorMessage(self.0))
+                .to_string_lossy()
+                .trim()
+                .to_string()
+        }
     }
 
     /// Runs SQL; returns the rows of the last result as text.
@@ -56,9 +61,15 @@ impl Admin {
         unsafe {
             let res = pq::PQexec(self.0, c.as_ptr());
             let status = pq::PQresultStatus(res);
-            let ok = matches!(status, pq::ExecStatusType::PGRES_TUPLES_OK | pq::ExecStatusType::PGRES_COMMAND_OK);
+            let ok = matches!(
+                status,
+                pq::ExecStatusType::PGRES_TUPLES_OK | pq::ExecStatusType::PGRES_COMMAND_OK
+            );
             if !ok {
-                let msg = CStr::from_ptr(pq::PQresultErrorMessage(res)).to_string_lossy().trim().to_string();
+                let msg = CStr::from_ptr(pq::PQresultErrorMessage(res))
+                    .to_string_lossy()
+                    .trim()
+                    .to_string();
                 pq::PQclear(res);
                 return Err(anyhow!("admin SQL failed: {msg}\n  SQL: {sql}"));
             }
@@ -66,7 +77,11 @@ impl Admin {
             for r in 0..pq::PQntuples(res) {
                 rows.push(
                     (0..pq::PQnfields(res))
-                        .map(|f| CStr::from_ptr(pq::PQgetvalue(res, r, f)).to_string_lossy().into_owned())
+                        .map(|f| {
+                            CStr::from_ptr(pq::PQgetvalue(res, r, f))
+                                .to_string_lossy()
+                                .into_owned()
+                        })
                         .collect(),
                 );
             }
@@ -85,17 +100,33 @@ impl Admin {
     }
 
     /// Creates (or updates) the roles and databases a scenario needs.
-    pub fn ensure_objects(&self, roles: &[crate::scenario::Role], databases: &[String]) -> Result<()> {
+    pub fn ensure_objects(
+        &self,
+        roles: &[crate::scenario::Role],
+        databases: &[String],
+    ) -> Result<()> {
         for role in roles {
-            let exists = self.value(&format!("SELECT count(*) FROM pg_roles WHERE rolname = {}", quote_literal(&role.name)))? != "0";
+            let exists = self.value(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = {}",
+                quote_literal(&role.name)
+            ))? != "0";
             if !exists {
                 self.query(&format!("CREATE ROLE {} LOGIN", quote_ident(&role.name)))?;
             }
-            let pw = role.password.as_deref().map_or("NULL".to_string(), quote_literal);
-            self.query(&format!("ALTER ROLE {} LOGIN PASSWORD {pw}", quote_ident(&role.name)))?;
+            let pw = role
+                .password
+                .as_deref()
+                .map_or("NULL".to_string(), quote_literal);
+            self.query(&format!(
+                "ALTER ROLE {} LOGIN PASSWORD {pw}",
+                quote_ident(&role.name)
+            ))?;
         }
         for db in databases {
-            let exists = self.value(&format!("SELECT count(*) FROM pg_database WHERE datname = {}", quote_literal(db)))? != "0";
+            let exists = self.value(&format!(
+                "SELECT count(*) FROM pg_database WHERE datname = {}",
+                quote_literal(db)
+            ))? != "0";
             if !exists {
                 self.query(&format!("CREATE DATABASE {}", quote_ident(db)))?;
             }

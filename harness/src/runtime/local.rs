@@ -35,7 +35,10 @@ fn find_bindir(explicit: Option<PathBuf>) -> Result<PathBuf> {
         return if has_postgres(&d) {
             Ok(d)
         } else {
-            Err(anyhow!("--pg-bindir {}: no postgres and initdb there", d.display()))
+            Err(anyhow!(
+                "--pg-bindir {}: no postgres and initdb there",
+                d.display()
+            ))
         };
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
@@ -48,15 +51,29 @@ fn find_bindir(explicit: Option<PathBuf>) -> Result<PathBuf> {
         for d in std::env::split_paths(&path) {
             if has_postgres(&d) {
                 // Debian's PATH entries are wrappers; resolve to the real directory.
-                let real = d.join("postgres").canonicalize().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+                let real = d
+                    .join("postgres")
+                    .canonicalize()
+                    .ok()
+                    .and_then(|p| p.parent().map(Path::to_path_buf));
                 return Ok(real.unwrap_or(d));
             }
         }
     }
     let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|it| it.flatten().map(|e| e.path().join("bin")).filter(|d| has_postgres(d)).collect())
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|d| has_postgres(d))
+                .collect()
+        })
         .unwrap_or_default();
-    candidates.sort_by(|a, b| crate::facts::compare_versions(&a.to_string_lossy().replace("/usr/lib/postgresql/", ""), &b.to_string_lossy().replace("/usr/lib/postgresql/", "")));
+    candidates.sort_by(|a, b| {
+        crate::facts::compare_versions(
+            &a.to_string_lossy().replace("/usr/lib/postgresql/", ""),
+            &b.to_string_lossy().replace("/usr/lib/postgresql/", ""),
+        )
+    });
     candidates
         .pop()
         .ok_or_else(|| anyhow!("no PostgreSQL server found: install postgresql (Debian: apt-get install postgresql) or pass --pg-bindir"))
@@ -79,8 +96,11 @@ fn server_owner() -> Result<Option<(u32, u32)>> {
 }
 
 fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
-    let Some((uid, gid)) = owner else { return Ok(()) };
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {}", path.display()))?;
     if path.is_dir() && !path.is_symlink() {
         for e in std::fs::read_dir(path)? {
             chown_tree(&e?.path(), Some((uid, gid)))?;
@@ -103,7 +123,9 @@ fn free_port(ipv6: bool) -> Result<u16> {
 impl LocalRuntime {
     pub fn discover(explicit_bindir: Option<PathBuf>) -> Result<Self> {
         let bindir = find_bindir(explicit_bindir)?;
-        let out = Command::new(bindir.join("postgres")).arg("--version").output()?;
+        let out = Command::new(bindir.join("postgres"))
+            .arg("--version")
+            .output()?;
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let owner = server_owner()?;
         let run_dir = cleanup::create_run_dir().context("creating the run directory")?;
@@ -127,13 +149,18 @@ impl LocalRuntime {
             cmd.uid(uid).gid(gid);
         }
         // Untranslated messages, and no PG* variable of the caller leaking in.
-        cmd.env("LC_ALL", "C").env_remove("PGDATA").env_remove("PGPORT");
+        cmd.env("LC_ALL", "C")
+            .env_remove("PGDATA")
+            .env_remove("PGPORT");
         cmd
     }
 
     /// The initdb'ed cluster every server copies, cached across runs by binary version.
     fn template(&self) -> Result<PathBuf> {
-        let _guard = self.template_lock.lock().map_err(|_| anyhow!("template lock poisoned"))?;
+        let _guard = self
+            .template_lock
+            .lock()
+            .map_err(|_| anyhow!("template lock poisoned"))?;
         self.template
             .get_or_init(|| self.make_template().map_err(|e| format!("{e:#}")))
             .clone()
@@ -141,7 +168,9 @@ impl LocalRuntime {
     }
 
     fn make_template(&self) -> Result<PathBuf> {
-        let key = hex::encode(&Sha256::digest(format!("{}\n{}", self.bindir.display(), self.version).as_bytes())[..8]);
+        let key = hex::encode(
+            &Sha256::digest(format!("{}\n{}", self.bindir.display(), self.version).as_bytes())[..8],
+        );
         let cache = crate::pki::cache_root();
         let dir = cache.join(format!("initdb-{key}"));
         if dir.join("PG_VERSION").exists() {
@@ -153,18 +182,39 @@ impl LocalRuntime {
         let data = work.join("data");
         let out = self
             .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .stdin(Stdio::null())
             .output()
             .context("running initdb")?;
         if !out.status.success() {
-            bail!("initdb failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "initdb failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let mut conf = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf"))?;
-        writeln!(conf, "\n# pgssl writes the scenario's settings here\ninclude_if_exists = 'pgssl.conf'")?;
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))?;
+        writeln!(
+            conf,
+            "\n# pgssl writes the scenario's settings here\ninclude_if_exists = 'pgssl.conf'"
+        )?;
         std::fs::create_dir_all(&cache)?;
-        let staging = tempfile::Builder::new().prefix(".initdb-tmp-").tempdir_in(&cache)?;
+        let staging = tempfile::Builder::new()
+            .prefix(".initdb-tmp-")
+            .tempdir_in(&cache)?;
         crate::pki::copy_tree(&data, staging.path())?;
         let staged = staging.keep();
         if std::fs::rename(&staged, &dir).is_err() {
@@ -182,20 +232,48 @@ impl Runtime for LocalRuntime {
 
     fn detect_facts(&self) -> Result<ServerFacts> {
         // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-        let pg_version = self.version.split_whitespace().nth(2).unwrap_or_default().to_string();
-        let ldd = Command::new("ldd").arg(self.bindir.join("postgres")).output()?;
+        let pg_version = self
+            .version
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        let ldd = Command::new("ldd")
+            .arg(self.bindir.join("postgres"))
+            .output()?;
         let ldd = String::from_utf8_lossy(&ldd.stdout);
-        let path_of = |lib: &str| ldd.lines().find(|l| l.contains(lib)).and_then(|l| l.split("=>").nth(1)).and_then(|r| r.split_whitespace().next()).map(str::to_string);
+        let path_of = |lib: &str| {
+            ldd.lines()
+                .find(|l| l.contains(lib))
+                .and_then(|l| l.split("=>").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .map(str::to_string)
+        };
         let (tls_library, tls_version) = match (path_of("libssl.so"), path_of("libcrypto.so")) {
-            (Some(_), Some(crypto)) => ("openssl".to_string(), std::fs::read(crypto).ok().and_then(|b| openssl_version_in(&b)).unwrap_or_default()),
+            (Some(_), Some(crypto)) => (
+                "openssl".to_string(),
+                std::fs::read(crypto)
+                    .ok()
+                    .and_then(|b| openssl_version_in(&b))
+                    .unwrap_or_default(),
+            ),
             _ => ("none".to_string(), String::new()),
         };
-        Ok(ServerFacts { build: "local".into(), runtime: "local".into(), pg_version, tls_library, tls_version })
+        Ok(ServerFacts {
+            build: "local".into(),
+            runtime: "local".into(),
+            pg_version,
+            tls_library,
+            tls_version,
+        })
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
         let template = self.template()?;
-        let slot = self.run_dir.path().join(format!("srv-{}", self.next_slot.fetch_add(1, Ordering::Relaxed)));
+        let slot = self.run_dir.path().join(format!(
+            "srv-{}",
+            self.next_slot.fetch_add(1, Ordering::Relaxed)
+        ));
         let data = slot.join("data");
         let sock = slot.join("sock");
         std::fs::create_dir_all(&sock)?;
@@ -250,7 +328,11 @@ impl Runtime for LocalRuntime {
 /// Writes pgssl.conf, pg_hba.conf, pg_ident.conf and the scenario's files.
 fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Result<()> {
     let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
-    let listen = if setup.ipv6 { "127.0.0.1,::1" } else { "127.0.0.1" };
+    let listen = if setup.ipv6 {
+        "127.0.0.1,::1"
+    } else {
+        "127.0.0.1"
+    };
     let mut conf = String::from("# written by pgssl for one scenario\n");
     for (k, v) in [
         ("listen_addresses", listen.to_string()),
@@ -274,7 +356,14 @@ fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Res
         hba.push('\n');
     }
     std::fs::write(data.join("pg_hba.conf"), hba)?;
-    std::fs::write(data.join("pg_ident.conf"), setup.ident.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+    std::fs::write(
+        data.join("pg_ident.conf"),
+        setup
+            .ident
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )?;
     let files = data.join("pgssl");
     if files.exists() {
         std::fs::remove_dir_all(&files)?;
@@ -286,7 +375,8 @@ fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Res
         if source.is_dir() {
             crate::pki::copy_tree(source, &target)?;
         } else {
-            std::fs::copy(source, &target).with_context(|| format!("copying {}", source.display()))?;
+            std::fs::copy(source, &target)
+                .with_context(|| format!("copying {}", source.display()))?;
             // PostgreSQL insists on private key files being private.
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))?;
         }
@@ -297,7 +387,12 @@ fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Res
 /// TLS library and version from the libraries the server process has mapped.
 fn detect_tls(pid: u32) -> (String, String) {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let lib_path = |needle: &str| maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains(needle)).map(str::to_string);
+    let lib_path = |needle: &str| {
+        maps.lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains(needle))
+            .map(str::to_string)
+    };
     if lib_path("libssl.so").is_none() {
         return ("none".into(), String::new());
     }
@@ -314,9 +409,17 @@ pub fn openssl_version_in(bytes: &[u8]) -> Option<String> {
     let mut i = 0;
     while let Some(pos) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
         let start = i + pos + needle.len();
-        let tail: Vec<u8> = bytes[start..].iter().take(16).copied().take_while(|b| b.is_ascii_alphanumeric() || *b == b'.').collect();
+        let tail: Vec<u8> = bytes[start..]
+            .iter()
+            .take(16)
+            .copied()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'.')
+            .collect();
         let text = String::from_utf8_lossy(&tail).to_string();
-        if text.chars().next().is_some_and(|c| c.is_ascii_digit()) && text.matches('.').count() == 2 && bytes.get(start + tail.len()) == Some(&b' ') {
+        if text.chars().next().is_some_and(|c| c.is_ascii_digit())
+            && text.matches('.').count() == 2
+            && bytes.get(start + tail.len()) == Some(&b' ')
+        {
             return Some(text);
         }
         i = start;
@@ -341,11 +444,16 @@ impl LocalServer {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
-                bail!("server failed to start ({status}); its log:\n{}", self.log());
+                bail!(
+                    "server failed to start ({status}); its log:\n{}",
+                    self.log()
+                );
             }
             match Admin::connect(&self.sock, self.port) {
                 Ok(a) => return Ok(a),
-                Err(e) if start.elapsed() > limit => bail!("server not ready after {limit:?}: {e}\n{}", self.log()),
+                Err(e) if start.elapsed() > limit => {
+                    bail!("server not ready after {limit:?}: {e}\n{}", self.log())
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(25)),
             }
         }
@@ -370,7 +478,9 @@ impl Server for LocalServer {
         let admin = Admin::connect(&self.sock, self.port)?;
         let before = admin.value("SELECT pg_conf_load_time()::text")?;
         drop(admin);
-        let log_offset = std::fs::metadata(&self.log_path).map(|m| m.len()).unwrap_or(0);
+        let log_offset = std::fs::metadata(&self.log_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
         write_config(&data, &self.sock, self.port, setup)?;
         chown_tree(&data.join("pgssl"), self.owner)?;
         for f in ["pgssl.conf", "pg_hba.conf", "pg_ident.conf"] {
@@ -391,7 +501,11 @@ impl Server for LocalServer {
         };
         let log = self.log();
         let since = log.get(log_offset as usize..).unwrap_or("");
-        if let Some(line) = since.lines().find(|l| l.contains("not reloaded") || l.contains("contains errors") || l.contains("could not load")) {
+        if let Some(line) = since.lines().find(|l| {
+            l.contains("not reloaded")
+                || l.contains("contains errors")
+                || l.contains("could not load")
+        }) {
             bail!("server rejected the new configuration: {line}");
         }
         admin.ensure_objects(&setup.roles, &setup.databases)
@@ -416,6 +530,9 @@ mod tests {
     fn finds_openssl_version_text() {
         let blob = b"\0\0OpenSSL version: bad\0OpenSSL 3.0.17 1 Jul 2025\0";
         assert_eq!(super::openssl_version_in(blob).as_deref(), Some("3.0.17"));
-        assert_eq!(super::openssl_version_in(b"OpenSSL 1.1.1w  11 Sep 2023").as_deref(), Some("1.1.1w"));
+        assert_eq!(
+            super::openssl_version_in(b"OpenSSL 1.1.1w  11 Sep 2023").as_deref(),
+            Some("1.1.1w")
+        );
     }
 }

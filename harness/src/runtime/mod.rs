@@ -57,7 +57,10 @@ pub trait Server: Send {
 }
 
 /// Builds a runtime from a `--server` spec.
-pub fn runtime_by_spec(spec: &str, pg_bindir: Option<PathBuf>) -> Result<std::sync::Arc<dyn Runtime>> {
+pub fn runtime_by_spec(
+    spec: &str,
+    pg_bindir: Option<PathBuf>,
+) -> Result<std::sync::Arc<dyn Runtime>> {
     match spec {
         "local" => Ok(std::sync::Arc::new(LocalRuntime::discover(pg_bindir)?)),
         other => anyhow::bail!("unknown server build {other:?}; expected: local"),

@@ -12,15 +12,50 @@ use toml::Spanned;
 /// libpq connection keywords up to libpq 18. Cases may use ones newer than the local libpq:
 /// an override then asserts what the older client does with them.
 pub const CONN_KEYWORDS: &[&str] = &[
-    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth",
-    "channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
-    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
-    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
-    "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslcertmode", "sslpassword",
-    "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "sslkeylogfile", "requirepeer",
-    "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version",
-    "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "service",
-    "target_session_attrs", "load_balance_hosts",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "require_auth",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslcertmode",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "sslkeylogfile",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "min_protocol_version",
+    "max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
 ];
 
 /// Keywords whose values name PKI files (or `@missing`).
@@ -112,7 +147,10 @@ pub fn line_of(source: &str, offset: usize) -> usize {
 }
 
 /// Parses TOML into `T`, turning a serde error into a located [`LoadError`].
-pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, source: &str) -> Result<T, LoadError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    source: &str,
+) -> Result<T, LoadError> {
     toml::from_str(source).map_err(|e| LoadError {
         file: path.to_path_buf(),
         line: e.span().map(|s| line_of(source, s.start)),
@@ -144,7 +182,11 @@ pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, LoadError> {
             return Err(LoadError {
                 file,
                 line: None,
-                message: format!("scenario name {:?} is also used by {}", scenario.name, prev.path.display()),
+                message: format!(
+                    "scenario name {:?} is also used by {}",
+                    scenario.name,
+                    prev.path.display()
+                ),
             });
         }
         out.push(scenario);
@@ -223,7 +265,10 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             if !CONN_KEYWORDS.contains(&k.as_str()) {
                 return Err(err(
                     v.span(),
-                    format!("unknown connection keyword {k:?}; expected a libpq keyword: {}", CONN_KEYWORDS.join(", ")),
+                    format!(
+                        "unknown connection keyword {k:?}; expected a libpq keyword: {}",
+                        CONN_KEYWORDS.join(", ")
+                    ),
                 ));
             }
             let is_system_root = k == "sslrootcert" && v.get_ref() == "system";
@@ -231,7 +276,10 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
                 check_file(v, k)?;
             }
             if k == "hostaddr" && v.get_ref() == "::1" && !server.ipv6 {
-                return Err(err(v.span(), "hostaddr ::1 needs `ipv6 = true` in [server]".into()));
+                return Err(err(
+                    v.span(),
+                    "hostaddr ::1 needs `ipv6 = true` in [server]".into(),
+                ));
             }
         }
         Ok(())
@@ -243,8 +291,15 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
     for def in file.cases {
         let id = def.id.get_ref().clone();
         let line = line_of(&source, def.id.span().start);
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c)) {
-            return Err(err(def.id.span(), format!("case id {id:?} must be non-empty and use only letters, digits, - _ . +")));
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+        {
+            return Err(err(
+                def.id.span(),
+                format!("case id {id:?} must be non-empty and use only letters, digits, - _ . +"),
+            ));
         }
         if !ids.insert(id.clone()) {
             return Err(err(def.id.span(), format!("duplicate case id {id:?}")));
@@ -254,10 +309,16 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
         for o in def.overrides {
             let oline = line_of(&source, o.when.span().start);
             if o.reason.trim().is_empty() {
-                return Err(err(o.when.span(), format!("override in case {id:?} needs a reason")));
+                return Err(err(
+                    o.when.span(),
+                    format!("override in case {id:?} needs a reason"),
+                ));
             }
             if o.when.get_ref().conditions().is_empty() {
-                return Err(err(o.when.span(), format!("override in case {id:?} selects nothing: name at least one fact")));
+                return Err(err(
+                    o.when.span(),
+                    format!("override in case {id:?} selects nothing: name at least one fact"),
+                ));
             }
             overrides.push(super::load::CaseOverride {
                 selector: o.when.into_inner(),
@@ -304,7 +365,11 @@ fn nearest(wrong: &str, valid: &BTreeSet<String>) -> String {
     let mut scored: Vec<(usize, &String)> = valid
         .iter()
         .map(|v| {
-            let common = v.chars().zip(wrong.chars()).take_while(|(a, b)| a == b).count();
+            let common = v
+                .chars()
+                .zip(wrong.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
             (usize::MAX - common, v)
         })
         .collect();
@@ -312,7 +377,10 @@ fn nearest(wrong: &str, valid: &BTreeSet<String>) -> String {
     let shown: Vec<&str> = scored.iter().take(8).map(|(_, v)| v.as_str()).collect();
     let more = valid.len().saturating_sub(shown.len());
     if more > 0 {
-        format!("{} (and {more} more; `pgssl certs --out DIR` lists them all)", shown.join(", "))
+        format!(
+            "{} (and {more} more; `pgssl certs --out DIR` lists them all)",
+            shown.join(", ")
+        )
     } else {
         shown.join(", ")
     }

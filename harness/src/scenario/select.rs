@@ -104,7 +104,9 @@ impl<'de> Deserialize<'de> for Matcher {
             Any(Vec<String>),
         }
         let raw = Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a matcher: a string like \"nss\" or \"<16\", or an array of them")
+            serde::de::Error::custom(
+                "expected a matcher: a string like \"nss\" or \"<16\", or an array of them",
+            )
         })?;
         let texts = match raw {
             Raw::One(s) => vec![s],

@@ -1,0 +1,152 @@
+//! The command line against real servers: the harness can fail, bad input is exit 2, and
+//! nothing it starts outlives it, also after Ctrl-C or SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn pgssl() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgssl"));
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    cmd
+}
+
+const WRONG: &str = "harness/tests/data/wrong-expectations.toml";
+
+#[test]
+fn wrong_expectations_are_not_ok_and_exit_1() {
+    let out = pgssl().args(["tap", WRONG]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("TAP version 14\n1..4\n"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("not ok")).count(),
+        4,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected failure hostname_mismatch, but the connection succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ssl: expected \\\"true\\\", got \\\"false\\\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_input_names_file_and_line_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    let pki = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/pki.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "doc = \"x\"\npki = \"{}\"\n[server]\ncert = \"server-cn-only.crt\"\nkey = \"server-cn-only.key\"\nhba = []\n\n[[case]]\nid = \"a\"\nexpect.failed = \"hostname_mismatch\"\nconn = {{ sslrootcert = \"no-such.crt\" }}\n",
+            pki.display()
+        ),
+    )
+    .unwrap();
+    let out = pgssl().arg("tap").arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:11:", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no-such.crt") && stderr.contains("expected one of"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "nothing may run on bad input");
+}
+
+#[test]
+fn list_shows_every_case_once() {
+    let out = pgssl().arg("list").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<&str> = text.lines().collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len());
+    assert!(ids.len() >= 10, "{ids:?}");
+}
+
+/// The run directory a pgssl process created, once its server is up.
+fn wait_for_server(pid: u32) -> (PathBuf, i32) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            let dir = e.path();
+            let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
+            if owner.split_whitespace().next() != Some(&pid.to_string()) {
+                continue;
+            }
+            for slot in std::fs::read_dir(&dir).unwrap().flatten() {
+                let pidfile = slot.path().join("data/postmaster.pid");
+                if let Some(pm) = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .and_then(|t| t.lines().next()?.trim().parse().ok())
+                {
+                    return (dir, pm);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no server appeared for pgssl pid {pid}");
+}
+
+fn gone(pid: i32) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if !pgssl::cleanup::alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn ctrl_c_stops_servers_and_removes_files() {
+    let child = pgssl()
+        .args(["run", "--timeout", "30", WRONG])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (dir, postmaster) = wait_for_server(child.id());
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait_with_output().unwrap().status;
+    assert!(gone(postmaster), "postmaster {postmaster} survived Ctrl-C");
+    assert!(!dir.exists(), "{} survived Ctrl-C", dir.display());
+    assert!(matches!(status.code(), Some(130) | Some(1)), "{status:?}");
+}
+
+#[test]
+fn a_later_run_reaps_what_a_killed_run_left() {
+    let mut child = pgssl()
+        .args(["run", WRONG])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (dir, postmaster) = wait_for_server(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        pgssl::cleanup::alive(postmaster),
+        "a SIGKILLed run cannot clean up; the server should still be there"
+    );
+    let out = pgssl().args(["run", WRONG]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(gone(postmaster), "postmaster {postmaster} was not reaped");
+    assert!(!dir.exists(), "{} was not reaped", dir.display());
+}
