@@ -53,6 +53,9 @@ enum Command {
     Lint {
         #[command(flatten)]
         sel: Selection,
+        /// Regenerate docs/error-classes.md and docs/divergences.md.
+        #[arg(long)]
+        write_docs: bool,
     },
     /// Materialise the PKI (certificates, keys, CRLs) into a directory.
     Certs {
@@ -166,8 +169,13 @@ fn run_plan(
     Ok(code)
 }
 
-fn lint(sel: &Selection) -> Result<i32, Infra> {
+fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
+    if write_docs {
+        let write = |path: &str, body: String| std::fs::write(path, body).with_context(|| format!("writing {path}"));
+        write("docs/error-classes.md", pgssl::lint::error_classes_doc()).map_err(Infra)?;
+        write("docs/divergences.md", pgssl::lint::divergences_doc(&scenarios)).map_err(Infra)?;
+    }
     let clients = clients(&sel.clients).map_err(Infra)?;
     let mut backends = Vec::new();
     for spec in &sel.servers {
@@ -220,7 +228,7 @@ fn main() {
             }
             0
         }),
-        Command::Lint { sel } => lint(&sel),
+        Command::Lint { sel, write_docs } => lint(&sel, write_docs),
         Command::Certs { out, spec } => (|| -> Result<i32> {
             let spec = pgssl::pki::PkiSpec::load(&spec)?;
             let dir = spec.materialize(&pgssl::pki::cache_root())?;

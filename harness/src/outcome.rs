@@ -47,7 +47,7 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    Connected(Session),
+    Connected(Box<Session>),
     Failed {
         class: ErrorClass,
         /// The native message, verbatim.
@@ -146,12 +146,12 @@ mod tests {
             ssl: Some(true),
             ..Default::default()
         };
-        assert!(judge(&Expect::Connected(want), &Outcome::Connected(got.clone())).is_ok());
+        assert!(judge(&Expect::Connected(want), &Outcome::Connected(Box::new(got.clone()))).is_ok());
         let want = SessionExpect {
             ssl: Some(false),
             ..Default::default()
         };
-        assert!(judge(&Expect::Connected(want), &Outcome::Connected(got)).is_err());
+        assert!(judge(&Expect::Connected(want), &Outcome::Connected(Box::new(got))).is_err());
     }
 
     #[test]

@@ -150,3 +150,16 @@ fn a_later_run_reaps_what_a_killed_run_left() {
     assert!(gone(postmaster), "postmaster {postmaster} was not reaped");
     assert!(!dir.exists(), "{} was not reaped", dir.display());
 }
+
+#[test]
+fn generated_docs_are_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let scenarios = pgssl::scenario::load_scenarios(&[root.join("scenarios")]).unwrap();
+    for (file, body) in [
+        ("docs/error-classes.md", pgssl::lint::error_classes_doc()),
+        ("docs/divergences.md", pgssl::lint::divergences_doc(&scenarios)),
+    ] {
+        let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        assert!(committed == body, "{file} is stale: run `cargo run -- lint --write-docs`");
+    }
+}

@@ -238,7 +238,7 @@ fn connect_blocking(request: &ConnectRequest) -> Outcome {
         }
     }
     match session(&conn, deadline) {
-        Ok(s) => Outcome::Connected(s),
+        Ok(s) => Outcome::Connected(Box::new(s)),
         Err(o) => o,
     }
 }

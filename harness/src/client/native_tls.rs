@@ -54,7 +54,7 @@ impl ClientStack for NativeTls {
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
         Box::pin(async move {
             match connect(&request).await {
-                Ok(session) => Outcome::Connected(session),
+                Ok(session) => Outcome::Connected(Box::new(session)),
                 Err(outcome) => outcome,
             }
         })
