@@ -199,8 +199,8 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
     }
     const TABLE: &[(&str, ErrorClass)] = &[
         ("server does not support TLS", ErrorClass::SslNotSupported),
-        ("Hostname mismatch", ErrorClass::HostnameMismatch),
-        ("IP address mismatch", ErrorClass::HostnameMismatch),
+        ("hostname mismatch", ErrorClass::HostnameMismatch),
+        ("ip address mismatch", ErrorClass::HostnameMismatch),
         ("certificate has expired", ErrorClass::ServerCertExpired),
         (
             "certificate is not yet valid",
@@ -219,13 +219,16 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ("invalid value for option", ErrorClass::InvalidOption),
         ("password missing", ErrorClass::AuthFailed),
         ("timeout", ErrorClass::Timeout),
-        ("Connection refused", ErrorClass::IoError),
+        ("connection refused", ErrorClass::IoError),
         ("connection closed", ErrorClass::IoError),
+        ("connection reset by peer", ErrorClass::IoError),
         ("unexpected EOF", ErrorClass::IoError),
     ];
+    // OpenSSL's verify reasons change case between versions; match without it.
+    let lower = raw.to_lowercase();
     let class = TABLE
         .iter()
-        .find(|(needle, _)| raw.contains(needle))
+        .find(|(needle, _)| lower.contains(&needle.to_lowercase()))
         .map_or(ErrorClass::Unclassified, |(_, c)| *c);
     Outcome::failed(class, raw)
 }
