@@ -172,9 +172,15 @@ fn run_plan(
 fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     if write_docs {
-        let write = |path: &str, body: String| std::fs::write(path, body).with_context(|| format!("writing {path}"));
+        let write = |path: &str, body: String| {
+            std::fs::write(path, body).with_context(|| format!("writing {path}"))
+        };
         write("docs/error-classes.md", pgssl::lint::error_classes_doc()).map_err(Infra)?;
-        write("docs/divergences.md", pgssl::lint::divergences_doc(&scenarios)).map_err(Infra)?;
+        write(
+            "docs/divergences.md",
+            pgssl::lint::divergences_doc(&scenarios),
+        )
+        .map_err(Infra)?;
     }
     let clients = clients(&sel.clients).map_err(Infra)?;
     let mut backends = Vec::new();

@@ -146,7 +146,11 @@ mod tests {
             ssl: Some(true),
             ..Default::default()
         };
-        assert!(judge(&Expect::Connected(want), &Outcome::Connected(Box::new(got.clone()))).is_ok());
+        assert!(judge(
+            &Expect::Connected(want),
+            &Outcome::Connected(Box::new(got.clone()))
+        )
+        .is_ok());
         let want = SessionExpect {
             ssl: Some(false),
             ..Default::default()

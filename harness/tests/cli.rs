@@ -157,9 +157,15 @@ fn generated_docs_are_current() {
     let scenarios = pgssl::scenario::load_scenarios(&[root.join("scenarios")]).unwrap();
     for (file, body) in [
         ("docs/error-classes.md", pgssl::lint::error_classes_doc()),
-        ("docs/divergences.md", pgssl::lint::divergences_doc(&scenarios)),
+        (
+            "docs/divergences.md",
+            pgssl::lint::divergences_doc(&scenarios),
+        ),
     ] {
         let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();
-        assert!(committed == body, "{file} is stale: run `cargo run -- lint --write-docs`");
+        assert!(
+            committed == body,
+            "{file} is stale: run `cargo run -- lint --write-docs`"
+        );
     }
 }

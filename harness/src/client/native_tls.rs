@@ -10,7 +10,9 @@ use crate::outcome::{Outcome, Session, SESSION_QUERY};
 use futures_util::future::BoxFuture;
 use native_tls::{Certificate, Identity, TlsConnector};
 use postgres_native_tls::MakeTlsConnector;
+use std::collections::HashMap;
 use std::error::Error as _;
+use std::sync::{Arc, Mutex};
 use tokio_postgres::SimpleQueryMessage;
 
 /// Options this stack takes from the request itself rather than from the conninfo string.
@@ -25,6 +27,19 @@ const TLS_KEYS: &[&str] = &[
 
 pub struct NativeTls {
     facts: ClientFacts,
+    /// Connectors by TLS configuration: building one loads the trust store, which costs far
+    /// more than a handshake, and an application builds it once too.
+    connectors: Arc<Mutex<HashMap<ConnectorKey, TlsConnector>>>,
+}
+
+/// Everything a connector is built from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConnectorKey {
+    root: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    check_hostname: bool,
+    direct: bool,
 }
 
 impl NativeTls {
@@ -36,6 +51,7 @@ impl NativeTls {
                 tls_version: super::openssl_version(),
                 libpq_version: String::new(),
             },
+            connectors: Arc::default(),
         }
     }
 }
@@ -52,8 +68,9 @@ impl ClientStack for NativeTls {
     }
 
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
+        let connectors = self.connectors.clone();
         Box::pin(async move {
-            match connect(&request).await {
+            match connect(&request, &connectors).await {
                 Ok(session) => Outcome::Connected(Box::new(session)),
                 Err(outcome) => outcome,
             }
@@ -65,7 +82,10 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-async fn connect(request: &ConnectRequest) -> Result<Session, Outcome> {
+async fn connect(
+    request: &ConnectRequest,
+    cache: &Mutex<HashMap<ConnectorKey, TlsConnector>>,
+) -> Result<Session, Outcome> {
     let sslmode = request.get("sslmode").unwrap_or("prefer");
     // The driver knows disable/prefer/require; the verify-* modes are what its users build
     // from `require` plus the connector's own verification.
@@ -95,6 +115,57 @@ async fn connect(request: &ConnectRequest) -> Result<Session, Outcome> {
             ));
         }
     }
+    let key = ConnectorKey {
+        root: request.get("sslrootcert").map(str::to_string),
+        cert: request.get("sslcert").map(str::to_string),
+        key: request.get("sslkey").map(str::to_string),
+        check_hostname,
+        direct: request.get("sslnegotiation") == Some("direct"),
+    };
+    let cached = cache.lock().expect("connector cache").get(&key).cloned();
+    let connector = match cached {
+        Some(c) => c,
+        None => {
+            let c = build_connector(request, check_hostname)?;
+            cache
+                .lock()
+                .expect("connector cache")
+                .insert(key, c.clone());
+            c
+        }
+    };
+    let (client, connection) = config
+        .connect(MakeTlsConnector::new(connector))
+        .await
+        .map_err(|e| classify(&e))?;
+    let driver = tokio::spawn(connection);
+    let rows = client
+        .simple_query(SESSION_QUERY)
+        .await
+        .map_err(|e| classify(&e));
+    drop(client);
+    driver.abort();
+    let row = rows?
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
+        })?;
+    Session::from_row(&row).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+}
+
+/// The connector a postgres-native-tls user would build from these options.
+fn build_connector(
+    request: &ConnectRequest,
+    check_hostname: bool,
+) -> Result<TlsConnector, Outcome> {
     let mut builder = TlsConnector::builder();
     builder.danger_accept_invalid_hostnames(!check_hostname);
     if let Some(root) = request.get("sslrootcert") {
@@ -140,38 +211,12 @@ async fn connect(request: &ConnectRequest) -> Result<Session, Outcome> {
     if request.get("sslnegotiation") == Some("direct") {
         postgres_native_tls::set_postgresql_alpn(&mut builder);
     }
-    let connector = builder.build().map_err(|e| {
+    builder.build().map_err(|e| {
         Outcome::failed(
             ErrorClass::Unclassified,
             format!("TlsConnector::build: {e}"),
         )
-    })?;
-
-    let (client, connection) = config
-        .connect(MakeTlsConnector::new(connector))
-        .await
-        .map_err(|e| classify(&e))?;
-    let driver = tokio::spawn(connection);
-    let rows = client
-        .simple_query(SESSION_QUERY)
-        .await
-        .map_err(|e| classify(&e));
-    drop(client);
-    driver.abort();
-    let row = rows?
-        .into_iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("").to_string())
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
-        })?;
-    Session::from_row(&row).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+    })
 }
 
 /// The whole error chain as one line, as a user would see it logged.

@@ -79,9 +79,11 @@ fn distinguished_name(subject: &str) -> Result<DistinguishedName> {
             (1, _) | (2, "CN" | "O" | "OU" | "C" | "ST" | "L") => {
                 DnType::CustomDnType(oid.to_vec())
             }
-            _ => return Err(anyhow!(
+            _ => {
+                return Err(anyhow!(
                 "subject {subject:?}: attribute {attr} appears more often than rcgen can encode"
-            )),
+            ))
+            }
         };
         dn.push(ty, value);
     }
