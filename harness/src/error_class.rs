@@ -45,7 +45,7 @@ error_classes! {
     RootCertMissing = "root_cert_missing",
     /// The server demanded a client certificate and none was sent.
     ClientCertRequired = "client_cert_required",
-    /// The server did not trust the client certificate's chain.
+    /// The server did not accept the client certificate: unknown CA, expired certificate, or a CRL it could not use.
     ClientCertUntrusted = "client_cert_untrusted",
     /// The server found the client certificate on a revocation list.
     ClientCertRevoked = "client_cert_revoked",

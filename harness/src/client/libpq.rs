@@ -185,7 +185,10 @@ const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
 fn connect_blocking(request: &ConnectRequest) -> Outcome {
     let mut request = request.clone();
     for (k, v) in ISOLATION_DEFAULTS {
-        if request.get(k).is_none() {
+        // libpq hands file and directory to OpenSSL together; a missing file would disable
+        // the directory as well, so no CRL file default when the case names a directory.
+        let crl_dir_given = *k == "sslcrl" && request.get("sslcrldir").is_some();
+        if request.get(k).is_none() && !crl_dir_given {
             request.params.push((k.to_string(), v.to_string()));
         }
     }
@@ -306,6 +309,8 @@ fn classify(msg: &str) -> Outcome {
         ("root certificate file", ErrorClass::RootCertMissing),
         ("certificate revoked", ErrorClass::ClientCertRevoked),
         ("alert unknown ca", ErrorClass::ClientCertUntrusted),
+        // The server's verdict on our certificate (or on its CRL) arrives as an alert.
+        ("alert certificate expired", ErrorClass::ClientCertUntrusted),
         ("certificate verify failed", ErrorClass::ServerCertUntrusted),
         (
             "has group or world access",

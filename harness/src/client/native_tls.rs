@@ -212,10 +212,12 @@ fn build_connector(
         postgres_native_tls::set_postgresql_alpn(&mut builder);
     }
     builder.build().map_err(|e| {
-        Outcome::failed(
-            ErrorClass::Unclassified,
-            format!("TlsConnector::build: {e}"),
-        )
+        let class = if e.to_string().contains("key values mismatch") {
+            ErrorClass::ClientKeyInvalid
+        } else {
+            ErrorClass::Unclassified
+        };
+        Outcome::failed(class, format!("TlsConnector::build: {e}"))
     })
 }
 
@@ -253,6 +255,7 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ),
         ("certificate revoked", ErrorClass::ClientCertRevoked),
         ("alert unknown ca", ErrorClass::ClientCertUntrusted),
+        ("alert certificate expired", ErrorClass::ClientCertUntrusted),
         ("certificate verify failed", ErrorClass::ServerCertUntrusted),
         ("unsupported protocol", ErrorClass::ProtocolVersion),
         ("alert protocol version", ErrorClass::ProtocolVersion),

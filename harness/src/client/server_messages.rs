@@ -18,6 +18,11 @@ pub fn classify(msg: &str) -> Option<ErrorClass> {
             "certificate validation (clientcert=verify-full) failed",
             ErrorClass::CertAuthFailed,
         ),
+        // trust only fails through clientcert=verify-full: the certificate named another user.
+        (
+            "\"trust\" authentication failed for user",
+            ErrorClass::CertAuthFailed,
+        ),
         (
             "password authentication failed for user",
             ErrorClass::AuthFailed,
