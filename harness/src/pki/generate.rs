@@ -158,6 +158,16 @@ struct Issued {
     key: KeyPair,
 }
 
+impl Issued {
+    fn new(cert: &rcgen::Certificate, key: KeyPair) -> Self {
+        Issued {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            key,
+        }
+    }
+}
+
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
@@ -194,14 +204,7 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
             };
             let own_key = KeyPair::from_pem(&key.serialize_pem())?;
             issuers.insert(name.clone(), Issuer::new(params, own_key));
-            issued.insert(
-                name.clone(),
-                Issued {
-                    pem: cert.pem(),
-                    der: cert.der().to_vec(),
-                    key,
-                },
-            );
+            issued.insert(name.clone(), Issued::new(&cert, key));
         }
         if still.len() == before {
             return Err(anyhow!("CA issuer chain cannot be resolved"));
@@ -213,14 +216,7 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
         let key = new_key(leaf.key)?;
         let issuer = leaf.issuer.as_ref().expect("validated");
         let cert = params.signed_by(&key, &issuers[issuer])?;
-        issued.insert(
-            name.clone(),
-            Issued {
-                pem: cert.pem(),
-                der: cert.der().to_vec(),
-                key,
-            },
-        );
+        issued.insert(name.clone(), Issued::new(&cert, key));
     }
     for (name, i) in &issued {
         write(&out.join(format!("{name}.crt")), i.pem.as_bytes(), 0o644)?;
