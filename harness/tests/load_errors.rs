@@ -12,7 +12,7 @@ fn load_text(body: &str) -> String {
         pki.display()
     );
     std::fs::write(&file, format!("{head}{body}")).unwrap();
-    let err = load_scenarios(&[file.clone()]).expect_err("must not load");
+    let err = load_scenarios(std::slice::from_ref(&file)).expect_err("must not load");
     let text = err.to_string();
     assert!(text.starts_with(&file.display().to_string()), "{text}");
     text
