@@ -7,7 +7,7 @@ use std::fmt;
 macro_rules! error_classes {
     ($( $(#[doc = $doc:literal])* $variant:ident = $name:literal, )*) => {
         /// Why a connection attempt failed, normalised across client stacks.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum ErrorClass {
             $( $(#[doc = $doc])* $variant, )*

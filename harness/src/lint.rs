@@ -91,3 +91,15 @@ pub fn divergences_doc(scenarios: &[Scenario]) -> String {
     }
     out
 }
+
+/// docs/schema/scenario.schema.json, from the scenario types.
+pub fn scenario_schema() -> String {
+    let schema = schemars::schema_for!(crate::scenario::ScenarioFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+/// docs/schema/pki.schema.json, from the PKI spec types.
+pub fn pki_schema() -> String {
+    let schema = schemars::schema_for!(crate::pki::SpecFile);
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}

@@ -53,7 +53,7 @@ enum Command {
     Lint {
         #[command(flatten)]
         sel: Selection,
-        /// Regenerate docs/error-classes.md and docs/divergences.md.
+        /// Regenerate docs/error-classes.md, docs/divergences.md and the JSON schemas in docs/schema/.
         #[arg(long)]
         write_docs: bool,
     },
@@ -181,6 +181,13 @@ fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
             pgssl::lint::divergences_doc(&scenarios),
         )
         .map_err(Infra)?;
+        std::fs::create_dir_all("docs/schema").map_err(|e| Infra(e.into()))?;
+        write(
+            "docs/schema/scenario.schema.json",
+            pgssl::lint::scenario_schema(),
+        )
+        .map_err(Infra)?;
+        write("docs/schema/pki.schema.json", pgssl::lint::pki_schema()).map_err(Infra)?;
     }
     let clients = clients(&sel.clients).map_err(Infra)?;
     let mut backends = Vec::new();
@@ -228,6 +235,12 @@ fn main() {
         Command::Tap { sel } => run_plan(&sel, None, &mut TapReporter::new(std::io::stdout())),
         Command::List { scenarios } => load(&scenarios).map_err(Infra).map(|all| {
             for s in &all {
+                if s.startup.as_ref().is_some_and(|e| e.fails) {
+                    println!("{}/server-start", s.name);
+                }
+                if s.reload.as_ref().is_some_and(|r| r.expect.fails) {
+                    println!("{}/server-reload", s.name);
+                }
                 for c in &s.cases {
                     println!("{}", c.id);
                 }

@@ -5,7 +5,7 @@ mod generate;
 mod spec;
 
 pub use generate::serial_for;
-pub use spec::{KeyFormat, PkiSpec};
+pub use spec::{KeyFormat, PkiSpec, SpecFile};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};

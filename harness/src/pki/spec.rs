@@ -2,12 +2,13 @@
 //! role. `docs/pki-format.md` describes it for authors.
 
 use crate::scenario::LoadError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A PKI spec as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
     /// Certificate authorities; one without `issuer` is a self-signed root. Output `<name>.crt`
@@ -35,7 +36,7 @@ pub struct SpecFile {
 }
 
 /// A certificate: CA or leaf.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertSpec {
     /// Subject in OpenSSL's slash form, attributes in order: `/CN=x/OU=a/OU=b/O=PGDG`.
@@ -60,7 +61,7 @@ pub struct CertSpec {
     pub validity: Validity,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyAlg {
     /// RSA 2048.
@@ -70,14 +71,14 @@ pub enum KeyAlg {
     Ec,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Eku {
     ServerAuth,
     ClientAuth,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Validity {
     /// From a day before generation to ten years after.
@@ -89,7 +90,7 @@ pub enum Validity {
     NotYetValid,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrlSpec {
     /// The CA that signs the list.
@@ -102,21 +103,21 @@ pub struct CrlSpec {
     pub expired: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BundleSpec {
     /// CA or leaf names, in file order.
     pub certs: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrlBundleSpec {
     /// CRL names, in order.
     pub crls: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyFileSpec {
     /// The CA or leaf whose key this is.
@@ -129,7 +130,7 @@ pub struct KeyFileSpec {
     pub mode: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyFormat {
     /// `BEGIN PRIVATE KEY`.

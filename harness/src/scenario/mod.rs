@@ -9,12 +9,13 @@ pub use load::{line_of, load_scenarios, parse_toml, Case, LoadError, Scenario};
 pub use select::Matcher;
 
 use crate::error_class::ErrorClass;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toml::Spanned;
 
 /// One scenario file, as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioFile {
     /// What this scenario checks, in a sentence or two.
@@ -38,7 +39,7 @@ pub struct ScenarioFile {
 }
 
 /// What the server itself must do with a configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerEventExpect {
     /// Must the server refuse it? (Only refusals are asserted; acceptance shows in the cases.)
@@ -49,12 +50,14 @@ pub struct ServerEventExpect {
 }
 
 /// A configuration change applied with a reload.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadDef {
     /// PKI file for `ssl_cert_file` after the reload.
+    #[schemars(with = "Option<String>")]
     pub cert: Option<Spanned<String>>,
     /// PKI file for `ssl_key_file` after the reload.
+    #[schemars(with = "Option<String>")]
     pub key: Option<Spanned<String>>,
     /// Settings changed by the reload.
     #[serde(default)]
@@ -65,30 +68,36 @@ pub struct ReloadDef {
 }
 
 /// Options every case starts from.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// libpq connection keywords and values.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub conn: BTreeMap<String, Spanned<String>>,
 }
 
 /// The server side of a scenario.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// `ssl = on|off` in postgresql.conf.
     #[serde(default = "yes")]
     pub ssl: bool,
     /// PKI file for `ssl_cert_file`.
+    #[schemars(with = "Option<String>")]
     pub cert: Option<Spanned<String>>,
     /// PKI file for `ssl_key_file`.
+    #[schemars(with = "Option<String>")]
     pub key: Option<Spanned<String>>,
     /// PKI file for `ssl_ca_file` (trust anchors for client certificates).
+    #[schemars(with = "Option<String>")]
     pub ca: Option<Spanned<String>>,
     /// PKI file for `ssl_crl_file`.
+    #[schemars(with = "Option<String>")]
     pub crl: Option<Spanned<String>>,
     /// PKI directory for `ssl_crl_dir` (OpenSSL hashed layout).
+    #[schemars(with = "Option<String>")]
     pub crl_dir: Option<Spanned<String>>,
     /// Also listen on ::1, for cases that connect over IPv6.
     #[serde(default)]
@@ -114,7 +123,7 @@ fn yes() -> bool {
 }
 
 /// A role the scenario needs.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Role {
     /// Role name (may contain any characters; it is quoted).
@@ -124,10 +133,11 @@ pub struct Role {
 }
 
 /// One connection attempt.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaseDef {
     /// Identifier, unique in its file; the full id is `<file stem>/<id>`.
+    #[schemars(with = "String")]
     pub id: Spanned<String>,
     /// What the case shows.
     pub doc: Option<String>,
@@ -135,6 +145,7 @@ pub struct CaseDef {
     /// (sslcert, sslkey, sslrootcert, sslcrl, sslcrldir) name PKI files; `@missing` names a
     /// file that does not exist.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub conn: BTreeMap<String, Spanned<String>>,
     /// The canonical expected outcome.
     pub expect: Expect,
@@ -148,7 +159,7 @@ pub struct CaseDef {
 }
 
 /// An expected outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Expect {
     /// The connection succeeds and a query runs; listed session properties must hold.
@@ -159,7 +170,7 @@ pub enum Expect {
 
 /// Properties of an established session, as the server recorded them (pg_stat_ssl).
 /// Unset properties are not checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionExpect {
     /// Whether the session is encrypted.
@@ -180,10 +191,11 @@ pub struct SessionExpect {
 }
 
 /// A declared divergence for the backends its selector matches.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Override {
     /// Which backends: every listed fact must match.
+    #[schemars(with = "Selector")]
     pub when: Spanned<Selector>,
     /// What those backends do instead.
     pub expect: Expect,
@@ -194,7 +206,7 @@ pub struct Override {
 }
 
 /// A selector over detected facts. Values are matchers: `"nss"`, `"<16"`, `[">=3", "<3.2"]`.
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     /// Facts about the client stack.
@@ -204,7 +216,7 @@ pub struct Selector {
 }
 
 /// Client facts a selector may name.
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSelector {
     pub name: Option<Matcher>,
@@ -214,7 +226,7 @@ pub struct ClientSelector {
 }
 
 /// Server facts a selector may name.
-#[derive(Debug, Default, Deserialize, Clone)]
+#[derive(Debug, Default, Deserialize, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSelector {
     pub build: Option<Matcher>,
