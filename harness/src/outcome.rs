@@ -124,6 +124,12 @@ fn judge_session(want: &SessionExpect, got: &Session) -> Result<(), String> {
         ssl,
     );
     check("tls_version", want.tls_version.as_deref(), &got.tls_version);
+    check("cipher", want.cipher.as_deref(), &got.cipher);
+    check(
+        "client_serial",
+        want.client_serial.as_deref(),
+        &got.client_serial,
+    );
     check("client_dn", want.client_dn.as_deref(), &got.client_dn);
     check("issuer_dn", want.issuer_dn.as_deref(), &got.issuer_dn);
     check("user", want.user.as_deref(), &got.user);
@@ -134,13 +140,19 @@ fn judge_session(want: &SessionExpect, got: &Session) -> Result<(), String> {
     }
 }
 
-/// Checks that every `wanted` substring occurs in `log`; `Err` names the missing ones.
+/// Checks the `wanted` log texts against `log`: each must occur, except those written with a
+/// leading `!`, which must not. `Err` names what is wrong.
 pub fn judge_log(wanted: &[String], log: &str) -> Result<(), String> {
     let missing: Vec<&String> = wanted
         .iter()
-        .filter(|w| !log.contains(w.as_str()))
+        .filter(|w| !w.starts_with('!') && !log.contains(w.as_str()))
         .collect();
-    if missing.is_empty() {
+    let present: Vec<&str> = wanted
+        .iter()
+        .filter_map(|w| w.strip_prefix('!'))
+        .filter(|w| log.contains(w))
+        .collect();
+    if missing.is_empty() && present.is_empty() {
         return Ok(());
     }
     let tail: Vec<&str> = log
@@ -151,9 +163,18 @@ pub fn judge_log(wanted: &[String], log: &str) -> Result<(), String> {
         .into_iter()
         .rev()
         .collect();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("server log lacks {missing:?}"));
+    }
+    if !present.is_empty() {
+        why.push(format!(
+            "server log contains {present:?}, which must not appear"
+        ));
+    }
     Err(format!(
-        "server log lacks {:?}; its last lines for this attempt:\n{}",
-        missing,
+        "{}; its last lines for this attempt:\n{}",
+        why.join("; "),
         tail.join("\n")
     ))
 }

@@ -263,18 +263,29 @@ pub async fn run_case(
     result
 }
 
-/// Backends write their log lines a moment after the client sees the outcome: poll briefly.
+/// Backends write their log lines a moment after the client sees the outcome: poll briefly
+/// for the lines that must appear, and give lines that must not appear a moment to show up.
 async fn wait_for_log(read: &LogSource, offset: usize, wanted: &[String]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(3);
+    let positives: Vec<String> = wanted
+        .iter()
+        .filter(|w| !w.starts_with('!'))
+        .cloned()
+        .collect();
     loop {
         let log = read();
         let since = log.get(offset..).unwrap_or("");
-        match judge_log(wanted, since) {
-            Ok(()) => return Ok(()),
+        match judge_log(&positives, since) {
+            Ok(()) => break,
             Err(why) if Instant::now() >= deadline => return Err(why),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+    if positives.len() < wanted.len() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = read();
+    judge_log(wanted, log.get(offset..).unwrap_or(""))
 }
 
 /// How many server-side checks (start, reload) a scenario reports.

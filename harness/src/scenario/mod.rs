@@ -150,7 +150,8 @@ pub struct CaseDef {
     /// The canonical expected outcome.
     pub expect: Expect,
     /// Text the server log must contain among the lines written during this attempt (the
-    /// server's own account: authenticated identity, rejection reason).
+    /// server's own account: authenticated identity, rejection reason); a leading `!` means
+    /// the text must not appear.
     #[serde(default)]
     pub server_log: Vec<String>,
     /// Per-backend divergences, each with its reason. The first that matches wins.
@@ -179,6 +180,12 @@ pub struct SessionExpect {
     /// Negotiated protocol, e.g. `TLSv1.3`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_version: Option<String>,
+    /// Negotiated cipher, e.g. `TLS_AES_256_GCM_SHA384`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<String>,
+    /// Serial number of the client certificate, in decimal, as the server saw it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_serial: Option<String>,
     /// Client certificate DN as the server saw it; empty string for none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_dn: Option<String>,
