@@ -169,3 +169,52 @@ fn generated_docs_are_current() {
         );
     }
 }
+
+/// `pgssl certs --out` writes every declared NSS database, and NSS's own tools list exactly
+/// the certificates, trust flags, keys and CRLs the spec declares.
+#[test]
+fn certs_out_writes_nss_databases_as_declared() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tempfile::tempdir().unwrap();
+    let status = pgssl()
+        .args(["certs", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let spec = pgssl::pki::PkiSpec::load(&root.join("certs/pki.toml")).unwrap();
+    assert!(
+        !spec.file.nss_db.is_empty(),
+        "the spec declares NSS databases"
+    );
+    for (name, db) in &spec.file.nss_db {
+        let dir = out.path().join(format!("{name}.nssdb"));
+        let got = pgssl::pki::nss::list(&dir).unwrap();
+        let mut want: std::collections::BTreeMap<String, String> = db.trust.clone();
+        for k in &db.keys {
+            want.insert(k.clone(), "u,u,u".into());
+        }
+        assert_eq!(got.certs, want, "certutil -L on {name}");
+        let mut issuers: Vec<String> = db
+            .crls
+            .iter()
+            .map(|c| spec.file.crl[c].issuer.clone())
+            .collect();
+        issuers.sort();
+        assert_eq!(got.crl_issuers, issuers, "crlutil -L on {name}");
+        // A password-protected database does not show its keys without the password.
+        let keys = Command::new("certutil")
+            .args(["-K", "-d", &pgssl::pki::nss::db_arg(&dir)])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&keys.stdout);
+        for k in &db.keys {
+            assert_eq!(
+                listed.contains(k.as_str()),
+                db.password.is_none(),
+                "{name}: key {k} visible without the password: {listed}"
+            );
+        }
+    }
+}

@@ -4,10 +4,12 @@
 
 mod libpq;
 mod native_tls;
+mod rustls;
 mod server_messages;
 
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
+pub use rustls::Rustls;
 
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
@@ -45,13 +47,14 @@ pub trait ClientStack: Send + Sync {
 }
 
 /// Names of every stack `client_by_name` knows, the default set for a run.
-pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls"];
+pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls", "rustls"];
 
 /// Builds a client stack by name.
 pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
     Ok(match name {
         "libpq" => Arc::new(Libpq::new()),
         "native-tls" => Arc::new(NativeTls::new()),
+        "rustls" => Arc::new(Rustls::new()),
         other => anyhow::bail!(
             "unknown client stack {other:?}; expected one of: {}",
             CLIENT_NAMES.join(", ")

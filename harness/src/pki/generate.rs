@@ -285,6 +285,51 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
             .map_or(0o600, |m| u32::from_str_radix(m, 8).unwrap_or(0o600));
         write(&out.join(name), &bytes, mode)?;
     }
+    for (name, db) in &f.nss_db {
+        nss_db(spec, out, name, db)?;
+    }
+    Ok(())
+}
+
+/// Builds a declared NSS database from the files generated above and checks that NSS lists
+/// exactly what the spec declared.
+fn nss_db(spec: &PkiSpec, out: &Path, name: &str, db: &super::spec::NssDbSpec) -> Result<()> {
+    let plan = super::nss::DbPlan {
+        certs: db
+            .trust
+            .iter()
+            .map(|(c, t)| (c.clone(), out.join(format!("{c}.crt")), t.clone()))
+            .collect(),
+        keys: db
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    out.join(format!("{k}.crt")),
+                    out.join(format!("{k}.key")),
+                )
+            })
+            .collect(),
+        crls: db
+            .crls
+            .iter()
+            .map(|c| out.join(format!("{c}.crl")))
+            .collect(),
+        password: db.password.clone(),
+    };
+    let dir = out.join(format!("{name}.nssdb"));
+    super::nss::build(&dir, &plan).with_context(|| format!("nss_db {name}"))?;
+    let issuers = db
+        .crls
+        .iter()
+        .map(|c| spec.file.crl[c].issuer.clone())
+        .collect();
+    let want = super::nss::expected_listing(&plan, issuers);
+    let got = super::nss::list(&dir)?;
+    if got != want {
+        anyhow::bail!("nss_db {name}: NSS lists {got:?}, the spec declares {want:?}");
+    }
     Ok(())
 }
 

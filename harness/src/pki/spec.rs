@@ -33,6 +33,28 @@ pub struct SpecFile {
     /// A key in another encoding, or with other permissions. Output `<name>` exactly.
     #[serde(default)]
     pub key_file: BTreeMap<String, KeyFileSpec>,
+    /// An NSS certificate database (sql: format). Output `<name>.nssdb/`.
+    #[serde(default)]
+    pub nss_db: BTreeMap<String, NssDbSpec>,
+}
+
+/// An NSS database: which certificates with which trust flags, which keys, which CRLs.
+/// Every certificate's nickname is its name in this spec.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NssDbSpec {
+    /// Certificates (CA or leaf names) and their trust flags as certutil writes them
+    /// (`SSL,S/MIME,JAR`), e.g. `"CT,C,C"` for a trust anchor, `",,"` for none.
+    #[serde(default)]
+    pub trust: BTreeMap<String, String>,
+    /// Leaves imported together with their private keys; certutil lists them as `u,u,u`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// CRL names; each issuer must be among `trust` (crlutil needs the issuer present).
+    #[serde(default)]
+    pub crls: Vec<String>,
+    /// Database password; without it the database has an empty password.
+    pub password: Option<String>,
 }
 
 /// A certificate: CA or leaf.
@@ -292,6 +314,44 @@ impl PkiSpec {
                 })?;
             }
         }
+        for (name, db) in &f.nss_db {
+            for c in db.trust.keys().chain(db.keys.iter()) {
+                if !certs.contains(c) {
+                    return Err(
+                        self.fail(name, format!("nss_db {name}: {c:?} is not a certificate"))
+                    );
+                }
+            }
+            for (c, flags) in &db.trust {
+                if !valid_trust(flags) {
+                    return Err(self.fail(
+                        flags,
+                        format!("nss_db {name}: trust {flags:?} for {c} is not three comma-separated sets of pPcCTu flags"),
+                    ));
+                }
+            }
+            for k in &db.keys {
+                if db.trust.contains_key(k) || !f.cert.contains_key(k) {
+                    return Err(self.fail(
+                        name,
+                        format!(
+                            "nss_db {name}: key {k:?} must be a [cert.*] not also listed in trust"
+                        ),
+                    ));
+                }
+            }
+            for c in &db.crls {
+                let Some(crl) = f.crl.get(c) else {
+                    return Err(self.fail(name, format!("nss_db {name}: {c:?} is not a [crl.*]")));
+                };
+                if !db.trust.contains_key(&crl.issuer) {
+                    return Err(self.fail(
+                        name,
+                        format!("nss_db {name}: CRL {c:?} needs its issuer {:?} in trust (crlutil refuses a CRL whose issuer is absent)", crl.issuer),
+                    ));
+                }
+            }
+        }
         let mut seen = BTreeSet::new();
         for n in self.file_list() {
             if !seen.insert(n.clone()) {
@@ -313,6 +373,7 @@ impl PkiSpec {
         out.extend(f.crl_bundle.keys().map(|n| format!("{n}.crl")));
         out.extend(f.crl_dir.keys().cloned());
         out.extend(f.key_file.keys().cloned());
+        out.extend(f.nss_db.keys().map(|n| format!("{n}.nssdb")));
         out
     }
 
@@ -320,4 +381,13 @@ impl PkiSpec {
     pub fn file_names(&self) -> BTreeSet<String> {
         self.file_list().into_iter().collect()
     }
+}
+
+/// certutil's trust syntax: three comma-separated fields of flags from `pPcCTu`.
+fn valid_trust(flags: &str) -> bool {
+    let parts: Vec<&str> = flags.split(',').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| "pPcCTu".contains(c)))
 }

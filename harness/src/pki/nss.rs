@@ -1,0 +1,187 @@
+//! NSS certificate databases, built with NSS's own tools (certutil, pk12util, crlutil from
+//! libnss3-tools) so that what lands in the database is exactly what NSS itself writes.
+//! Every database is listed back after building and compared with what was asked for: the
+//! tools have traps that otherwise go unnoticed (on a password-protected database `certutil -A`
+//! without the password exits non-zero yet adds the certificate with its trust dropped;
+//! pk12util also imports chain certificates; crlutil wants DER and the issuer present).
+
+use anyhow::{bail, Context, Result};
+use openssl::pkcs12::Pkcs12;
+use openssl::pkey::PKey;
+use openssl::x509::{X509Crl, X509};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What goes into one database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct DbPlan {
+    /// (nickname, PEM certificate, trust flags). Only the file's first certificate is used.
+    pub certs: Vec<(String, PathBuf, String)>,
+    /// (nickname, PEM certificate, private key file): imported together through PKCS#12.
+    pub keys: Vec<(String, PathBuf, PathBuf)>,
+    /// PEM files of CRLs (one or more lists each).
+    pub crls: Vec<PathBuf>,
+    /// Database password; `None` is an empty password.
+    pub password: Option<String>,
+}
+
+/// What `certutil -L` and `crlutil -L` show for a database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Nickname to trust flags.
+    pub certs: BTreeMap<String, String>,
+    /// CRLs by the nickname of their issuer, sorted.
+    pub crl_issuers: Vec<String>,
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {cmd:?} (is libnss3-tools installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `sql:DIR`, the only database format current NSS writes.
+pub fn db_arg(dir: &Path) -> String {
+    format!("sql:{}", dir.display())
+}
+
+/// Builds a database in `dir` (created; must not hold one yet) and checks the result.
+pub fn build(dir: &Path, plan: &DbPlan) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let scratch = tempfile::tempdir()?;
+    let pwfile = scratch.path().join("pw");
+    std::fs::write(&pwfile, plan.password.as_deref().unwrap_or(""))?;
+    let db = db_arg(dir);
+    let pw = pwfile.display().to_string();
+    let mut init = Command::new("certutil");
+    init.args(["-N", "-d", &db]);
+    match &plan.password {
+        Some(_) => init.args(["-f", &pw]),
+        None => init.arg("--empty-password"),
+    };
+    run(&mut init)?;
+    for (nick, pem, trust) in &plan.certs {
+        let cert = X509::from_pem(&std::fs::read(pem)?)
+            .with_context(|| format!("reading {}", pem.display()))?;
+        let der = scratch.path().join(format!("{nick}.der"));
+        std::fs::write(&der, cert.to_der()?)?;
+        // -f always: without the password certutil drops the trust flags on a protected db.
+        run(Command::new("certutil").args([
+            "-A",
+            "-d",
+            &db,
+            "-f",
+            &pw,
+            "-n",
+            nick,
+            "-t",
+            trust,
+            "-i",
+            &der.display().to_string(),
+        ]))?;
+    }
+    for (nick, cert, key) in &plan.keys {
+        let cert = X509::from_pem(&std::fs::read(cert)?)
+            .with_context(|| format!("reading {}", cert.display()))?;
+        let pkey = PKey::private_key_from_pem(&std::fs::read(key)?)
+            .with_context(|| format!("reading {}", key.display()))?;
+        // The leaf alone, no chain: pk12util would import chain certificates too.
+        let p12 = Pkcs12::builder()
+            .name(nick)
+            .pkey(&pkey)
+            .cert(&cert)
+            .build2("pgssl")?;
+        let file = scratch.path().join(format!("{nick}.p12"));
+        std::fs::write(&file, p12.to_der()?)?;
+        run(Command::new("pk12util").args([
+            "-i",
+            &file.display().to_string(),
+            "-d",
+            &db,
+            "-k",
+            &pw,
+            "-W",
+            "pgssl",
+        ]))?;
+    }
+    for (n, pem) in plan.crls.iter().enumerate() {
+        for (m, crl) in split_crls(pem)?.into_iter().enumerate() {
+            let der = scratch.path().join(format!("crl-{n}-{m}.der"));
+            std::fs::write(&der, crl)?;
+            run(Command::new("crlutil").args([
+                "-I",
+                "-d",
+                &db,
+                "-f",
+                &pw,
+                "-t",
+                "1",
+                "-i",
+                &der.display().to_string(),
+            ]))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every CRL in a PEM file, as DER (crlutil takes DER only).
+fn split_crls(pem: &Path) -> Result<Vec<Vec<u8>>> {
+    const END: &str = "-----END X509 CRL-----";
+    let text =
+        std::fs::read_to_string(pem).with_context(|| format!("reading {}", pem.display()))?;
+    let mut out = Vec::new();
+    for block in text.split_inclusive(END).filter(|b| b.contains(END)) {
+        out.push(X509Crl::from_pem(block.trim_start().as_bytes())?.to_der()?);
+    }
+    Ok(out)
+}
+
+/// Reads a database back with `certutil -L` and `crlutil -L`.
+pub fn list(dir: &Path) -> Result<Listing> {
+    let db = db_arg(dir);
+    let mut listing = Listing::default();
+    let certs = run(Command::new("certutil").args(["-L", "-d", &db]))?;
+    // Header lines, then "<nickname padded to a column><trust>".
+    for line in certs.lines().skip(4) {
+        let line = line.trim_end();
+        if let Some((nick, trust)) = line.rsplit_once(char::is_whitespace) {
+            listing
+                .certs
+                .insert(nick.trim().to_string(), trust.to_string());
+        }
+    }
+    // crlutil -L fails on a database without CRLs; that is an empty list.
+    if let Ok(crls) = run(Command::new("crlutil").args(["-L", "-d", &db])) {
+        for line in crls.lines().skip(3) {
+            if let Some(issuer) = line.trim_end().strip_suffix("CRL") {
+                listing.crl_issuers.push(issuer.trim().to_string());
+            }
+        }
+    }
+    listing.crl_issuers.sort();
+    Ok(listing)
+}
+
+/// What `list` must show for a plan whose CRL issuers are `crl_issuers` (nicknames).
+pub fn expected_listing(plan: &DbPlan, crl_issuers: Vec<String>) -> Listing {
+    let mut certs: BTreeMap<String, String> = plan
+        .certs
+        .iter()
+        .map(|(n, _, t)| (n.clone(), t.clone()))
+        .collect();
+    for (n, _, _) in &plan.keys {
+        certs.insert(n.clone(), "u,u,u".into());
+    }
+    let mut crl_issuers = crl_issuers;
+    crl_issuers.sort();
+    Listing { certs, crl_issuers }
+}
