@@ -24,10 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+/// Built databases by what went into them.
+type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<PathBuf>>>>>;
+
 pub struct Nss {
     facts: ClientFacts,
     /// Databases by what goes into them, built once per run.
-    dbs: Arc<Mutex<HashMap<DbPlan, PathBuf>>>,
+    dbs: Arc<DbCache>,
     dir: Arc<tempfile::TempDir>,
 }
 
@@ -97,9 +100,10 @@ impl ClientStack for Nss {
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
         let (dbs, dir) = (self.dbs.clone(), self.dir.clone());
         Box::pin(async move {
-            let prepared =
-                tokio::task::spawn_blocking(move || prepare(&request, &dbs, dir.path()).map(|c| (c, request)))
-                    .await;
+            let prepared = tokio::task::spawn_blocking(move || {
+                prepare(&request, &dbs, dir.path()).map(|c| (c, request))
+            })
+            .await;
             let (child, request) = match prepared {
                 Ok(Ok(x)) => x,
                 Ok(Err(outcome)) => return outcome,
@@ -122,18 +126,18 @@ fn key_invalid(msg: String) -> Outcome {
 }
 
 /// The database for this attempt's options (built on first use) and the child's request.
-fn prepare(
-    request: &ConnectRequest,
-    dbs: &Mutex<HashMap<DbPlan, PathBuf>>,
-    dir: &Path,
-) -> Result<ChildRequest, Outcome> {
+fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildRequest, Outcome> {
     use openssl::x509::{X509Crl, X509};
     let mut plan = DbPlan {
-        password: request.get("sslpassword").map(str::to_string),
+        password: request
+            .get("sslpassword")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
         ..Default::default()
     };
     let files = dir.join("files");
-    std::fs::create_dir_all(&files).map_err(|e| Outcome::failed(ErrorClass::IoError, e.to_string()))?;
+    std::fs::create_dir_all(&files)
+        .map_err(|e| Outcome::failed(ErrorClass::IoError, e.to_string()))?;
     let mut subjects = Vec::new();
     // Every certificate of sslrootcert is a trust anchor (one nickname each).
     if let Some(root) = request.get("sslrootcert").filter(|r| *r != "system") {
@@ -143,30 +147,33 @@ fn prepare(
             })?;
             for (i, c) in certs.iter().enumerate() {
                 let path = files.join(format!("{}-root{i}.pem", digest(&pem)));
-                std::fs::write(&path, c.to_pem().unwrap_or_default()).ok();
+                write_once(&path, &c.to_pem().unwrap_or_default());
                 subjects.push(c.subject_name().to_der().unwrap_or_default());
                 plan.certs.push((format!("root{i}"), path, "CT,C,C".into()));
             }
         }
     }
     let mut nickname = None;
-    if let Some(cert) = request.get("sslcert") {
+    // As libpq: a client certificate file that does not exist means sending none.
+    if let Some(cert) = request.get("sslcert").filter(|c| Path::new(c).exists()) {
         let pem = std::fs::read(cert).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
-        let chain =
-            X509::stack_from_pem(&pem).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
+        let chain = X509::stack_from_pem(&pem).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
         let key = request
             .get("sslkey")
             .ok_or_else(|| key_invalid("sslcert without sslkey".into()))?;
         let key_pem = load_key(key, request.get("sslpassword"))?;
         let tag = digest(&[pem.as_slice(), key_pem.as_slice()].concat());
-        let (cert_path, key_path) = (files.join(format!("{tag}.crt")), files.join(format!("{tag}.key")));
-        std::fs::write(&cert_path, chain[0].to_pem().unwrap_or_default()).ok();
-        std::fs::write(&key_path, &key_pem).ok();
+        let (cert_path, key_path) = (
+            files.join(format!("{tag}.crt")),
+            files.join(format!("{tag}.key")),
+        );
+        write_once(&cert_path, &chain[0].to_pem().unwrap_or_default());
+        write_once(&key_path, &key_pem);
         plan.keys.push(("client".into(), cert_path, key_path));
         // Intermediates sent along with the leaf: present, not trusted.
         for (i, c) in chain.iter().enumerate().skip(1) {
             let path = files.join(format!("{tag}-chain{i}.pem"));
-            std::fs::write(&path, c.to_pem().unwrap_or_default()).ok();
+            write_once(&path, &c.to_pem().unwrap_or_default());
             subjects.push(c.subject_name().to_der().unwrap_or_default());
             plan.certs.push((format!("chain{i}"), path, ",,".into()));
         }
@@ -189,41 +196,73 @@ fn prepare(
     for f in crl_files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         const END: &str = "-----END X509 CRL-----";
-        for (i, block) in text.split_inclusive(END).filter(|b| b.contains(END)).enumerate() {
+        for (i, block) in text
+            .split_inclusive(END)
+            .filter(|b| b.contains(END))
+            .enumerate()
+        {
             let Ok(crl) = X509Crl::from_pem(block.trim_start().as_bytes()) else {
                 continue;
             };
             let issuer = crl.issuer_name().to_der().unwrap_or_default();
             if subjects.contains(&issuer) {
                 let path = files.join(format!("{}-crl{i}.pem", digest(block.as_bytes())));
-                std::fs::write(&path, block.trim_start()).ok();
+                write_once(&path, block.trim_start().as_bytes());
                 plan.crls.push(path);
             }
         }
     }
-    // Held while building: attempts with the same options wait for one database.
-    let mut dbs = dbs.lock().expect("nss dbs");
-    let db = match dbs.get(&plan) {
+    // One lock per database: attempts with the same options wait for one build, different
+    // databases build in parallel.
+    let slot = dbs
+        .lock()
+        .expect("nss dbs")
+        .entry(plan.clone())
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().expect("nss db slot");
+    let db = match slot.as_ref() {
         Some(d) => d.clone(),
         None => {
-            let d = dir.join(format!("db{}", dbs.len()));
+            let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
             crate::pki::nss::build(&d, &plan).map_err(|e| {
-                Outcome::failed(
-                    ErrorClass::Unclassified,
-                    format!("building the NSS database: {e:#}"),
-                )
+                let raw = format!("building the NSS database: {e:#}");
+                // pk12util cannot take a key that does not belong to its certificate.
+                let class = if raw.contains("key values mismatch") {
+                    ErrorClass::ClientKeyInvalid
+                } else {
+                    ErrorClass::Unclassified
+                };
+                Outcome::failed(class, raw)
             })?;
-            dbs.insert(plan.clone(), d.clone());
+            *slot = Some(d.clone());
             d
         }
     };
-    drop(dbs);
+    drop(slot);
     Ok(ChildRequest {
         params: request.params.clone(),
         db,
         db_password: plan.password,
         nickname,
     })
+}
+
+/// Writes a derived file once; concurrent attempts may want the same one, so it is written
+/// aside and renamed into place, never truncated under a reader.
+fn write_once(path: &Path, bytes: &[u8]) {
+    if path.exists() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = tmp.with_file_name(format!(
+        "{}.{:?}",
+        tmp.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::thread::current().id()
+    ));
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 fn digest(bytes: &[u8]) -> String {
@@ -272,7 +311,12 @@ async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResul
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Outcome::failed(ErrorClass::Unclassified, format!("starting the NSS helper: {e}")))?;
+        .map_err(|e| {
+            Outcome::failed(
+                ErrorClass::Unclassified,
+                format!("starting the NSS helper: {e}"),
+            )
+        })?;
     let mut stdin = proc.stdin.take().expect("piped");
     stdin.write_all(&input).await.ok();
     drop(stdin);
@@ -329,14 +373,37 @@ fn get<'a>(req: &'a ChildRequest, key: &str) -> Option<&'a str> {
 }
 
 fn child(req: &ChildRequest) -> ChildResult {
-    if let Err(e) = nss_ffi::init(&crate::pki::nss::db_arg(&req.db), req.db_password.as_deref()) {
+    if let Err(e) = nss_ffi::init(
+        &crate::pki::nss::db_arg(&req.db),
+        req.db_password.as_deref(),
+    ) {
         return failed(ErrorClass::Unclassified, e);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return failed(ErrorClass::Unclassified, e.to_string()),
     };
+    // As libpq, the version bounds are checked whatever the mode.
+    for key in ["ssl_min_protocol_version", "ssl_max_protocol_version"] {
+        if let Some(v) = get(req, key).filter(|v| !v.is_empty()) {
+            if nss_ffi::version_number(v).is_none() {
+                return failed(
+                    ErrorClass::InvalidOption,
+                    format!("invalid {key} value: \"{v}\""),
+                );
+            }
+        }
+    }
     let mode = get(req, "sslmode").unwrap_or("prefer");
+    if get(req, "sslnegotiation") == Some("direct") {
+        return failed(
+            ErrorClass::Unsupported,
+            "the NSS stack performs the SSLRequest itself; direct TLS negotiation is not implemented",
+        );
+    }
     match mode {
         "disable" => rt.block_on(plain(req)),
         // libpq's allow: plaintext first, TLS when the server turns plaintext away.
@@ -401,7 +468,10 @@ async fn plain(req: &ChildRequest) -> ChildResult {
     }
 }
 
-async fn session<S, T>(client: tokio_postgres::Client, conn: tokio_postgres::Connection<S, T>) -> ChildResult
+async fn session<S, T>(
+    client: tokio_postgres::Client,
+    conn: tokio_postgres::Connection<S, T>,
+) -> ChildResult
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -414,7 +484,9 @@ where
             .into_iter()
             .find_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(r) => Some(ChildResult::Row(
-                    (0..r.len()).map(|i| r.get(i).unwrap_or("").to_string()).collect(),
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("").to_string())
+                        .collect(),
                 )),
                 _ => None,
             })
@@ -429,19 +501,35 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
         Ok(c) => c,
         Err(r) => return r,
     };
-    let lo = get(req, "ssl_min_protocol_version").filter(|v| !v.is_empty()).unwrap_or("TLSv1.2");
-    let hi = get(req, "ssl_max_protocol_version").filter(|v| !v.is_empty()).unwrap_or("TLSv1.3");
-    let (Some(lo_n), Some(hi_n)) = (nss_ffi::version_number(lo), nss_ffi::version_number(hi)) else {
-        return failed(ErrorClass::InvalidOption, format!("invalid TLS protocol version {lo:?}..{hi:?}"));
+    let lo = get(req, "ssl_min_protocol_version")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("TLSv1.2");
+    let hi = get(req, "ssl_max_protocol_version")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("TLSv1.3");
+    let (Some(lo_n), Some(hi_n)) = (nss_ffi::version_number(lo), nss_ffi::version_number(hi))
+    else {
+        return failed(
+            ErrorClass::InvalidOption,
+            format!("invalid TLS protocol version {lo:?}..{hi:?}"),
+        );
     };
     if lo_n > hi_n {
-        return failed(ErrorClass::ProtocolVersion, format!("invalid SSL protocol version range {lo}..{hi}"));
+        return failed(
+            ErrorClass::ProtocolVersion,
+            format!("invalid SSL protocol version range {lo}..{hi}"),
+        );
     }
     let host = get(req, "host").unwrap_or("localhost");
     let addr = get(req, "hostaddr").unwrap_or(host);
-    let port: u16 = get(req, "port").and_then(|p| p.parse().ok()).unwrap_or(5432);
-    let secs: u64 = get(req, "connect_timeout").and_then(|t| t.parse().ok()).unwrap_or(10);
-    let sockaddr = match format!("{addr}:{port}").parse::<std::net::SocketAddr>()
+    let port: u16 = get(req, "port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432);
+    let secs: u64 = get(req, "connect_timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10);
+    let sockaddr = match format!("{addr}:{port}")
+        .parse::<std::net::SocketAddr>()
         .or_else(|_| format!("[{addr}]:{port}").parse())
     {
         Ok(a) => a,
@@ -449,7 +537,12 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
     };
     let mut tcp = match std::net::TcpStream::connect_timeout(&sockaddr, Duration::from_secs(secs)) {
         Ok(s) => s,
-        Err(e) => return failed(ErrorClass::IoError, format!("connecting to {sockaddr}: {e}")),
+        Err(e) => {
+            return failed(
+                ErrorClass::IoError,
+                format!("connecting to {sockaddr}: {e}"),
+            )
+        }
     };
     // SSLRequest: length 8, code 80877103.
     let mut answer = [0u8; 1];
@@ -460,7 +553,10 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
         return failed(ErrorClass::IoError, format!("SSLRequest: {e}"));
     }
     if answer[0] != b'S' {
-        return failed(ErrorClass::SslNotSupported, "server does not support SSL, but SSL was required");
+        return failed(
+            ErrorClass::SslNotSupported,
+            "server does not support SSL, but SSL was required",
+        );
     }
     // As libpq: verification needs a root file; require/prefer verify only when one exists.
     let root = get(req, "sslrootcert");
@@ -469,7 +565,10 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
         "verify-full" | "verify-ca" if !root_exists => {
             return failed(
                 ErrorClass::RootCertMissing,
-                format!("root certificate file {:?} does not exist", root.unwrap_or("")),
+                format!(
+                    "root certificate file {:?} does not exist",
+                    root.unwrap_or("")
+                ),
             )
         }
         "verify-full" => Verify::ChainAndName,
@@ -591,7 +690,10 @@ impl tokio::io::AsyncWrite for BridgeStream {
     ) -> Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
     }
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_flush(cx)
     }
     fn poll_shutdown(
@@ -606,26 +708,68 @@ impl tokio::io::AsyncWrite for BridgeStream {
 fn classify_nss(raw: String) -> ChildResult {
     const TABLE: &[(&str, ErrorClass)] = &[
         ("SSL_ERROR_BAD_CERT_DOMAIN", ErrorClass::HostnameMismatch),
-        ("SEC_ERROR_REVOKED_CERTIFICATE", ErrorClass::ServerCertRevoked),
-        ("SEC_ERROR_EXPIRED_CERTIFICATE", ErrorClass::ServerCertExpired),
-        ("SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE", ErrorClass::ServerCertExpired),
+        (
+            "SEC_ERROR_REVOKED_CERTIFICATE",
+            ErrorClass::ServerCertRevoked,
+        ),
+        (
+            "SEC_ERROR_EXPIRED_CERTIFICATE",
+            ErrorClass::ServerCertExpired,
+        ),
+        (
+            "SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE",
+            ErrorClass::ServerCertExpired,
+        ),
         ("SEC_ERROR_UNKNOWN_ISSUER", ErrorClass::ServerCertUntrusted),
-        ("SEC_ERROR_UNTRUSTED_ISSUER", ErrorClass::ServerCertUntrusted),
+        (
+            "SEC_ERROR_UNTRUSTED_ISSUER",
+            ErrorClass::ServerCertUntrusted,
+        ),
         ("SEC_ERROR_UNTRUSTED_CERT", ErrorClass::ServerCertUntrusted),
         ("SEC_ERROR_CA_CERT_INVALID", ErrorClass::ServerCertUntrusted),
-        ("SEC_ERROR_INADEQUATE_CERT_TYPE", ErrorClass::ServerCertUntrusted),
-        ("SEC_ERROR_INADEQUATE_KEY_USAGE", ErrorClass::ServerCertUntrusted),
+        (
+            "SEC_ERROR_INADEQUATE_CERT_TYPE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_INADEQUATE_KEY_USAGE",
+            ErrorClass::ServerCertUntrusted,
+        ),
         ("SEC_ERROR_BAD_SIGNATURE", ErrorClass::ServerCertUntrusted),
         ("SEC_ERROR_CRL_EXPIRED", ErrorClass::ServerCertUntrusted),
-        ("SSL_ERROR_UNKNOWN_CA_ALERT", ErrorClass::ClientCertUntrusted),
+        (
+            "SSL_ERROR_UNKNOWN_CA_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
         ("SSL_ERROR_BAD_CERT_ALERT", ErrorClass::ClientCertUntrusted),
-        ("SSL_ERROR_EXPIRED_CERT_ALERT", ErrorClass::ClientCertUntrusted),
-        ("SSL_ERROR_CERTIFICATE_UNKNOWN_ALERT", ErrorClass::ClientCertUntrusted),
-        ("SSL_ERROR_UNSUPPORTED_CERT_ALERT", ErrorClass::ClientCertUntrusted),
-        ("SSL_ERROR_REVOKED_CERT_ALERT", ErrorClass::ClientCertRevoked),
-        ("SSL_ERROR_RX_CERTIFICATE_REQUIRED_ALERT", ErrorClass::ClientCertRequired),
-        ("SSL_ERROR_HANDSHAKE_FAILURE_ALERT", ErrorClass::ClientCertRequired),
-        ("SSL_ERROR_PROTOCOL_VERSION_ALERT", ErrorClass::ProtocolVersion),
+        (
+            "SSL_ERROR_EXPIRED_CERT_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        (
+            "SSL_ERROR_CERTIFICATE_UNKNOWN_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        (
+            "SSL_ERROR_UNSUPPORTED_CERT_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        (
+            "SSL_ERROR_REVOKED_CERT_ALERT",
+            ErrorClass::ClientCertRevoked,
+        ),
+        (
+            "SSL_ERROR_RX_CERTIFICATE_REQUIRED_ALERT",
+            ErrorClass::ClientCertRequired,
+        ),
+        (
+            "SSL_ERROR_HANDSHAKE_FAILURE_ALERT",
+            ErrorClass::ClientCertRequired,
+        ),
+        (
+            "SSL_ERROR_PROTOCOL_VERSION_ALERT",
+            ErrorClass::ProtocolVersion,
+        ),
         ("SSL_ERROR_UNSUPPORTED_VERSION", ErrorClass::ProtocolVersion),
         ("SSL_ERROR_NO_CYPHER_OVERLAP", ErrorClass::ProtocolVersion),
         ("PR_END_OF_FILE_ERROR", ErrorClass::IoError),

@@ -71,8 +71,11 @@ extern "C" {
         check_sig: PrBool,
         is_server: PrBool,
     ) -> SecStatus;
-    fn SSL_GetClientAuthDataHook(fd: *mut PrFileDesc, f: *const c_void, arg: *mut c_void)
-        -> SecStatus;
+    fn SSL_GetClientAuthDataHook(
+        fd: *mut PrFileDesc,
+        f: *const c_void,
+        arg: *mut c_void,
+    ) -> SecStatus;
     fn NSS_GetClientAuthData(
         arg: *mut c_void,
         fd: *mut PrFileDesc,
