@@ -57,6 +57,9 @@ enum Command {
         #[arg(long)]
         write_docs: bool,
     },
+    /// One NSS connection attempt in a process of its own (used by the nss client stack).
+    #[command(hide = true)]
+    NssAttempt,
     /// Materialise the PKI (certificates, keys, CRLs) into a directory.
     Certs {
         /// Where to write the files.
@@ -248,6 +251,7 @@ fn main() {
             0
         }),
         Command::Lint { sel, write_docs } => lint(&sel, write_docs),
+        Command::NssAttempt => Ok(pgssl::client::nss_attempt_main()),
         Command::Certs { out, spec } => (|| -> Result<i32> {
             let spec = pgssl::pki::PkiSpec::load(&spec)?;
             let dir = spec.materialize(&pgssl::pki::cache_root())?;

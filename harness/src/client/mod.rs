@@ -4,11 +4,14 @@
 
 mod libpq;
 mod native_tls;
+mod nss;
+mod nss_ffi;
 mod rustls;
 mod server_messages;
 
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
+pub use nss::{child_main as nss_attempt_main, Nss};
 pub use rustls::Rustls;
 
 use crate::error_class::ErrorClass;
@@ -47,7 +50,7 @@ pub trait ClientStack: Send + Sync {
 }
 
 /// Names of every stack `client_by_name` knows, the default set for a run.
-pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls", "rustls"];
+pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls", "rustls", "nss"];
 
 /// Builds a client stack by name.
 pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
@@ -55,6 +58,7 @@ pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
         "libpq" => Arc::new(Libpq::new()),
         "native-tls" => Arc::new(NativeTls::new()),
         "rustls" => Arc::new(Rustls::new()),
+        "nss" => Arc::new(Nss::new()),
         other => anyhow::bail!(
             "unknown client stack {other:?}; expected one of: {}",
             CLIENT_NAMES.join(", ")

@@ -35,10 +35,25 @@ pub struct Listing {
     pub crl_issuers: Vec<String>,
 }
 
+/// Runs an NSS tool with no terminal to prompt on and a deadline: a tool that wants a
+/// password it was not given would otherwise wait forever.
 fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
         .with_context(|| format!("running {cmd:?} (is libnss3-tools installed?)"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
             "{cmd:?} failed: {}{}",

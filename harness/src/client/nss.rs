@@ -1,0 +1,823 @@
+//! NSS as the TLS library, with libpq's connection semantics (sslmode, sslrootcert, sslcert,
+//! sslkey, sslpassword, sslcrl, sslcrldir), as PostgreSQL's NSS support maps them: the
+//! options become an NSS database (trust anchors `CT,C,C`, the client certificate and key
+//! under a nickname, the CRLs; protected by sslpassword when one is given), built with NSS's
+//! tools (`pki::nss`) once per distinct set of options.
+//!
+//! NSS keeps one certificate database per process and merges trust across every database
+//! opened in it, so each attempt runs in a child process (`pgssl nss-attempt`) that opens only
+//! its own database: it connects, performs the SSLRequest, runs the NSS handshake
+//! (`nss_ffi.rs`) and then the PostgreSQL session with tokio-postgres over the NSS stream.
+
+use super::nss_ffi::{self, Verify};
+use super::{server_messages, ClientStack, ConnectRequest};
+use crate::error_class::ErrorClass;
+use crate::facts::ClientFacts;
+use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use crate::pki::nss::DbPlan;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Built databases by what went into them.
+type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<PathBuf>>>>>;
+
+pub struct Nss {
+    facts: ClientFacts,
+    /// Databases by what goes into them, built once per run.
+    dbs: Arc<DbCache>,
+    dir: Arc<tempfile::TempDir>,
+}
+
+impl Nss {
+    pub fn new() -> Self {
+        Nss {
+            facts: ClientFacts {
+                name: "nss".into(),
+                tls_library: "nss".into(),
+                tls_version: nss_version(),
+                libpq_version: String::new(),
+            },
+            dbs: Arc::default(),
+            dir: Arc::new(
+                tempfile::Builder::new()
+                    .prefix("pgssl-nss-")
+                    .tempdir()
+                    .expect("temporary directory for NSS databases"),
+            ),
+        }
+    }
+}
+
+impl Default for Nss {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The NSS version the tools report (`certutil -V`: "NSS Version 3.87.1"), else unknown.
+fn nss_version() -> String {
+    std::process::Command::new("certutil")
+        .arg("-V")
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            text.split_whitespace()
+                .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// What the child needs for one attempt.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChildRequest {
+    pub params: Vec<(String, String)>,
+    pub db: PathBuf,
+    pub db_password: Option<String>,
+    pub nickname: Option<String>,
+}
+
+/// What the child reports.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ChildResult {
+    Row(Vec<String>),
+    Failed { class: ErrorClass, raw: String },
+}
+
+impl ClientStack for Nss {
+    fn facts(&self) -> &ClientFacts {
+        &self.facts
+    }
+
+    fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
+        let (dbs, dir) = (self.dbs.clone(), self.dir.clone());
+        Box::pin(async move {
+            let prepared = tokio::task::spawn_blocking(move || {
+                prepare(&request, &dbs, dir.path()).map(|c| (c, request))
+            })
+            .await;
+            let (child, request) = match prepared {
+                Ok(Ok(x)) => x,
+                Ok(Err(outcome)) => return outcome,
+                Err(e) => return Outcome::failed(ErrorClass::Unclassified, e.to_string()),
+            };
+            match run_child(&child, request.timeout).await {
+                Ok(ChildResult::Row(row)) => match Session::from_row(&row) {
+                    Ok(s) => Outcome::Connected(Box::new(s)),
+                    Err(e) => Outcome::failed(ErrorClass::Unclassified, e),
+                },
+                Ok(ChildResult::Failed { class, raw }) => Outcome::failed(class, raw),
+                Err(outcome) => outcome,
+            }
+        })
+    }
+}
+
+fn key_invalid(msg: String) -> Outcome {
+    Outcome::failed(ErrorClass::ClientKeyInvalid, msg)
+}
+
+/// The database for this attempt's options (built on first use) and the child's request.
+fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildRequest, Outcome> {
+    use openssl::x509::{X509Crl, X509};
+    let mut plan = DbPlan {
+        password: request
+            .get("sslpassword")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+        ..Default::default()
+    };
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files)
+        .map_err(|e| Outcome::failed(ErrorClass::IoError, e.to_string()))?;
+    let mut subjects = Vec::new();
+    // Every certificate of sslrootcert is a trust anchor (one nickname each).
+    if let Some(root) = request.get("sslrootcert").filter(|r| *r != "system") {
+        if let Ok(pem) = std::fs::read(root) {
+            let certs = X509::stack_from_pem(&pem).map_err(|e| {
+                Outcome::failed(ErrorClass::ServerCertUntrusted, format!("{root}: {e}"))
+            })?;
+            for (i, c) in certs.iter().enumerate() {
+                let path = files.join(format!("{}-root{i}.pem", digest(&pem)));
+                write_once(&path, &c.to_pem().unwrap_or_default());
+                subjects.push(c.subject_name().to_der().unwrap_or_default());
+                plan.certs.push((format!("root{i}"), path, "CT,C,C".into()));
+            }
+        }
+    }
+    let mut nickname = None;
+    // As libpq: a client certificate file that does not exist means sending none.
+    if let Some(cert) = request.get("sslcert").filter(|c| Path::new(c).exists()) {
+        let pem = std::fs::read(cert).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
+        let chain = X509::stack_from_pem(&pem).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
+        let key = request
+            .get("sslkey")
+            .ok_or_else(|| key_invalid("sslcert without sslkey".into()))?;
+        let key_pem = load_key(key, request.get("sslpassword"))?;
+        let tag = digest(&[pem.as_slice(), key_pem.as_slice()].concat());
+        let (cert_path, key_path) = (
+            files.join(format!("{tag}.crt")),
+            files.join(format!("{tag}.key")),
+        );
+        write_once(&cert_path, &chain[0].to_pem().unwrap_or_default());
+        write_once(&key_path, &key_pem);
+        plan.keys.push(("client".into(), cert_path, key_path));
+        // Intermediates sent along with the leaf: present, not trusted.
+        for (i, c) in chain.iter().enumerate().skip(1) {
+            let path = files.join(format!("{tag}-chain{i}.pem"));
+            write_once(&path, &c.to_pem().unwrap_or_default());
+            subjects.push(c.subject_name().to_der().unwrap_or_default());
+            plan.certs.push((format!("chain{i}"), path, ",,".into()));
+        }
+        nickname = Some("client".to_string());
+    }
+    // CRLs: crlutil refuses a list whose issuer is not in the database, as any NSS user finds.
+    let mut crl_files: Vec<PathBuf> = request
+        .get("sslcrl")
+        .map(PathBuf::from)
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+    if let Some(d) = request.get("sslcrldir") {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            v.sort();
+            crl_files.extend(v);
+        }
+    }
+    for f in crl_files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        const END: &str = "-----END X509 CRL-----";
+        for (i, block) in text
+            .split_inclusive(END)
+            .filter(|b| b.contains(END))
+            .enumerate()
+        {
+            let Ok(crl) = X509Crl::from_pem(block.trim_start().as_bytes()) else {
+                continue;
+            };
+            let issuer = crl.issuer_name().to_der().unwrap_or_default();
+            if subjects.contains(&issuer) {
+                let path = files.join(format!("{}-crl{i}.pem", digest(block.as_bytes())));
+                write_once(&path, block.trim_start().as_bytes());
+                plan.crls.push(path);
+            }
+        }
+    }
+    // One lock per database: attempts with the same options wait for one build, different
+    // databases build in parallel.
+    let slot = dbs
+        .lock()
+        .expect("nss dbs")
+        .entry(plan.clone())
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().expect("nss db slot");
+    let db = match slot.as_ref() {
+        Some(d) => d.clone(),
+        None => {
+            let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
+            crate::pki::nss::build(&d, &plan).map_err(|e| {
+                let raw = format!("building the NSS database: {e:#}");
+                // pk12util cannot take a key that does not belong to its certificate.
+                let class = if raw.contains("key values mismatch") {
+                    ErrorClass::ClientKeyInvalid
+                } else {
+                    ErrorClass::Unclassified
+                };
+                Outcome::failed(class, raw)
+            })?;
+            *slot = Some(d.clone());
+            d
+        }
+    };
+    drop(slot);
+    Ok(ChildRequest {
+        params: request.params.clone(),
+        db,
+        db_password: plan.password,
+        nickname,
+    })
+}
+
+/// Writes a derived file once; concurrent attempts may want the same one, so it is written
+/// aside and renamed into place, never truncated under a reader.
+fn write_once(path: &Path, bytes: &[u8]) {
+    if path.exists() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = tmp.with_file_name(format!(
+        "{}.{:?}",
+        tmp.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::thread::current().id()
+    ));
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// The client key as PEM, decrypted with sslpassword where needed; what pk12util imports.
+fn load_key(path: &str, password: Option<&str>) -> Result<Vec<u8>, Outcome> {
+    use openssl::pkey::PKey;
+    let bytes = std::fs::read(path).map_err(|e| key_invalid(format!("{path}: {e}")))?;
+    // Always with a passphrase (empty when none is given): OpenSSL must never prompt.
+    let pw = password.unwrap_or("").as_bytes();
+    let key = PKey::private_key_from_pem_passphrase(&bytes, pw)
+        .or_else(|_| PKey::private_key_from_der(&bytes))
+        .or_else(|_| PKey::private_key_from_pkcs8_passphrase(&bytes, pw))
+        .map_err(|e| key_invalid(format!("{path}: {e}")))?;
+    key.private_key_to_pem_pkcs8()
+        .map_err(|e| key_invalid(format!("{path}: {e}")))
+}
+
+/// The executable that serves `nss-attempt`: this binary, or `pgssl` next to a test binary.
+fn helper() -> PathBuf {
+    if let Some(p) = std::env::var_os("PGSSL_NSS_HELPER") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| "pgssl".into());
+    let is_pgssl = exe.file_name().is_some_and(|n| n == "pgssl");
+    if is_pgssl {
+        return exe;
+    }
+    // target/<profile>/deps/<test binary> -> target/<profile>/pgssl
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("pgssl"))
+        .unwrap_or(exe)
+}
+
+async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResult, Outcome> {
+    use tokio::io::AsyncWriteExt;
+    let input = serde_json::to_vec(child).expect("request serialises");
+    let mut proc = tokio::process::Command::new(helper())
+        .arg("nss-attempt")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Outcome::failed(
+                ErrorClass::Unclassified,
+                format!("starting the NSS helper: {e}"),
+            )
+        })?;
+    let mut stdin = proc.stdin.take().expect("piped");
+    stdin.write_all(&input).await.ok();
+    drop(stdin);
+    let out = tokio::time::timeout(timeout, proc.wait_with_output())
+        .await
+        .map_err(|_| Outcome::failed(ErrorClass::Timeout, format!("no result within {timeout:?}")))?
+        .map_err(|e| Outcome::failed(ErrorClass::Unclassified, e.to_string()))?;
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        Outcome::failed(
+            ErrorClass::Unclassified,
+            format!(
+                "NSS helper exited with {} and no result ({e}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    })
+}
+
+// ------------------------------------------------------------------------------------------
+// The child: one attempt, one database.
+
+/// Entry point of `pgssl nss-attempt`: request on stdin, result on stdout.
+pub fn child_main() -> i32 {
+    let mut input = Vec::new();
+    if std::io::stdin().read_to_end(&mut input).is_err() {
+        return 2;
+    }
+    let result = match serde_json::from_slice::<ChildRequest>(&input) {
+        Ok(req) => child(&req),
+        Err(e) => ChildResult::Failed {
+            class: ErrorClass::Unclassified,
+            raw: format!("bad request: {e}"),
+        },
+    };
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&serde_json::to_vec(&result).expect("result serialises"));
+    let _ = out.flush();
+    0
+}
+
+fn failed(class: ErrorClass, raw: impl Into<String>) -> ChildResult {
+    ChildResult::Failed {
+        class,
+        raw: raw.into(),
+    }
+}
+
+fn get<'a>(req: &'a ChildRequest, key: &str) -> Option<&'a str> {
+    req.params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn child(req: &ChildRequest) -> ChildResult {
+    if let Err(e) = nss_ffi::init(
+        &crate::pki::nss::db_arg(&req.db),
+        req.db_password.as_deref(),
+    ) {
+        return failed(ErrorClass::Unclassified, e);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return failed(ErrorClass::Unclassified, e.to_string()),
+    };
+    // As libpq, the version bounds are checked whatever the mode.
+    for key in ["ssl_min_protocol_version", "ssl_max_protocol_version"] {
+        if let Some(v) = get(req, key).filter(|v| !v.is_empty()) {
+            if nss_ffi::version_number(v).is_none() {
+                return failed(
+                    ErrorClass::InvalidOption,
+                    format!("invalid {key} value: \"{v}\""),
+                );
+            }
+        }
+    }
+    let mode = get(req, "sslmode").unwrap_or("prefer");
+    if get(req, "sslnegotiation") == Some("direct") {
+        return failed(
+            ErrorClass::Unsupported,
+            "the NSS stack performs the SSLRequest itself; direct TLS negotiation is not implemented",
+        );
+    }
+    match mode {
+        "disable" => rt.block_on(plain(req)),
+        // libpq's allow: plaintext first, TLS when the server turns plaintext away.
+        "allow" => match rt.block_on(plain(req)) {
+            ChildResult::Failed {
+                class: ErrorClass::SslRequired | ErrorClass::HbaRejected,
+                ..
+            } => tls(req, &rt, mode),
+            other => other,
+        },
+        // libpq's prefer: TLS first, plaintext again when that fails.
+        "prefer" => match tls(req, &rt, mode) {
+            r @ ChildResult::Row(_) => r,
+            r @ ChildResult::Failed {
+                class: ErrorClass::Timeout,
+                ..
+            } => r,
+            _ => rt.block_on(plain(req)),
+        },
+        "require" | "verify-ca" | "verify-full" => tls(req, &rt, mode),
+        other => failed(
+            ErrorClass::InvalidOption,
+            format!("invalid sslmode value: \"{other}\""),
+        ),
+    }
+}
+
+/// Options handed to tokio-postgres: everything but the TLS ones, which NSS handles.
+fn driver_config(req: &ChildRequest, sslmode: &str) -> Result<tokio_postgres::Config, ChildResult> {
+    const OURS: &[&str] = &[
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslcrldir",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+    ];
+    let mut conninfo: Vec<String> = req
+        .params
+        .iter()
+        .filter(|(k, _)| !OURS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    conninfo.push(format!("sslmode={sslmode}"));
+    conninfo
+        .join(" ")
+        .parse()
+        .map_err(|e: tokio_postgres::Error| classify_driver(&e))
+}
+
+async fn plain(req: &ChildRequest) -> ChildResult {
+    let config = match driver_config(req, "disable") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match config.connect(tokio_postgres::NoTls).await {
+        Ok((client, conn)) => session(client, conn).await,
+        Err(e) => classify_driver(&e),
+    }
+}
+
+async fn session<S, T>(
+    client: tokio_postgres::Client,
+    conn: tokio_postgres::Connection<S, T>,
+) -> ChildResult
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let driver = tokio::spawn(conn);
+    let rows = client.simple_query(SESSION_QUERY).await;
+    driver.abort();
+    match rows {
+        Ok(msgs) => msgs
+            .into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(ChildResult::Row(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("").to_string())
+                        .collect(),
+                )),
+                _ => None,
+            })
+            .unwrap_or_else(|| failed(ErrorClass::Unclassified, "session query returned no row")),
+        Err(e) => classify_driver(&e),
+    }
+}
+
+/// The TLS path: TCP, SSLRequest, NSS handshake, then the session over the NSS stream.
+fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildResult {
+    let config = match driver_config(req, "require") {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let lo = get(req, "ssl_min_protocol_version")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("TLSv1.2");
+    let hi = get(req, "ssl_max_protocol_version")
+        .filter(|v| !v.is_empty())
+        .unwrap_or("TLSv1.3");
+    let (Some(lo_n), Some(hi_n)) = (nss_ffi::version_number(lo), nss_ffi::version_number(hi))
+    else {
+        return failed(
+            ErrorClass::InvalidOption,
+            format!("invalid TLS protocol version {lo:?}..{hi:?}"),
+        );
+    };
+    if lo_n > hi_n {
+        return failed(
+            ErrorClass::ProtocolVersion,
+            format!("invalid SSL protocol version range {lo}..{hi}"),
+        );
+    }
+    let host = get(req, "host").unwrap_or("localhost");
+    let addr = get(req, "hostaddr").unwrap_or(host);
+    let port: u16 = get(req, "port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432);
+    let secs: u64 = get(req, "connect_timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10);
+    let sockaddr = match format!("{addr}:{port}")
+        .parse::<std::net::SocketAddr>()
+        .or_else(|_| format!("[{addr}]:{port}").parse())
+    {
+        Ok(a) => a,
+        Err(e) => return failed(ErrorClass::InvalidOption, format!("hostaddr {addr:?}: {e}")),
+    };
+    let mut tcp = match std::net::TcpStream::connect_timeout(&sockaddr, Duration::from_secs(secs)) {
+        Ok(s) => s,
+        Err(e) => {
+            return failed(
+                ErrorClass::IoError,
+                format!("connecting to {sockaddr}: {e}"),
+            )
+        }
+    };
+    // SSLRequest: length 8, code 80877103.
+    let mut answer = [0u8; 1];
+    if let Err(e) = tcp
+        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .and_then(|_| tcp.read_exact(&mut answer))
+    {
+        return failed(ErrorClass::IoError, format!("SSLRequest: {e}"));
+    }
+    if answer[0] != b'S' {
+        return failed(
+            ErrorClass::SslNotSupported,
+            "server does not support SSL, but SSL was required",
+        );
+    }
+    // As libpq: verification needs a root file; require/prefer verify only when one exists.
+    let root = get(req, "sslrootcert");
+    let root_exists = root.is_some_and(|r| r == "system" || Path::new(r).exists());
+    let verify = match mode {
+        "verify-full" | "verify-ca" if !root_exists => {
+            return failed(
+                ErrorClass::RootCertMissing,
+                format!(
+                    "root certificate file {:?} does not exist",
+                    root.unwrap_or("")
+                ),
+            )
+        }
+        "verify-full" => Verify::ChainAndName,
+        "verify-ca" => Verify::Chain,
+        _ if root_exists => Verify::Chain,
+        _ => Verify::Nothing,
+    };
+    let conn = match nss_ffi::handshake(tcp, host, verify, req.nickname.as_deref(), (lo_n, hi_n)) {
+        Ok(c) => Arc::new(c),
+        Err(raw) => return classify_nss(raw),
+    };
+    let binding = conn.peer_certificate().map(|der| {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(der).to_vec()
+    });
+    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => return failed(ErrorClass::IoError, e.to_string()),
+    };
+    relay(conn, ours);
+    rt.block_on(async move {
+        theirs.set_nonblocking(true).ok();
+        let stream = match tokio::net::UnixStream::from_std(theirs) {
+            Ok(s) => s,
+            Err(e) => return failed(ErrorClass::IoError, e.to_string()),
+        };
+        match config.connect_raw(stream, Bridge { binding }).await {
+            Ok((client, conn)) => session(client, conn).await,
+            Err(e) => classify_driver(&e),
+        }
+    })
+}
+
+/// Copies plaintext between the NSS connection and the driver's end of a socket pair. The
+/// driver starts with its own SSLRequest, which the real server already answered: the bridge
+/// answers it with `S` and then relays.
+fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream) {
+    let (mut up, mut down) = match local.try_clone() {
+        Ok(c) => (local, c),
+        Err(_) => return,
+    };
+    let reader = conn.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16384];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || down.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = down.shutdown(std::net::Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let mut request = [0u8; 8];
+        if up.read_exact(&mut request).is_err() || up.write_all(b"S").is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 16384];
+        loop {
+            match up.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// The driver's view of the bridge: a stream that is already "TLS", with channel binding
+/// data (tls-server-end-point, SHA-256 of the server certificate).
+struct Bridge {
+    binding: Option<Vec<u8>>,
+}
+
+struct BridgeStream {
+    inner: tokio::net::UnixStream,
+    binding: Option<Vec<u8>>,
+}
+
+impl tokio_postgres::tls::TlsConnect<tokio::net::UnixStream> for Bridge {
+    type Stream = BridgeStream;
+    type Error = std::io::Error;
+    type Future = futures_util::future::Ready<Result<BridgeStream, std::io::Error>>;
+
+    fn connect(self, inner: tokio::net::UnixStream) -> Self::Future {
+        futures_util::future::ready(Ok(BridgeStream {
+            inner,
+            binding: self.binding,
+        }))
+    }
+}
+
+impl tokio_postgres::tls::TlsStream for BridgeStream {
+    fn channel_binding(&self) -> tokio_postgres::tls::ChannelBinding {
+        match &self.binding {
+            Some(b) => tokio_postgres::tls::ChannelBinding::tls_server_end_point(b.clone()),
+            None => tokio_postgres::tls::ChannelBinding::none(),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for BridgeStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BridgeStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// NSS error names to classes.
+fn classify_nss(raw: String) -> ChildResult {
+    const TABLE: &[(&str, ErrorClass)] = &[
+        ("SSL_ERROR_BAD_CERT_DOMAIN", ErrorClass::HostnameMismatch),
+        (
+            "SEC_ERROR_REVOKED_CERTIFICATE",
+            ErrorClass::ServerCertRevoked,
+        ),
+        (
+            "SEC_ERROR_EXPIRED_CERTIFICATE",
+            ErrorClass::ServerCertExpired,
+        ),
+        (
+            "SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE",
+            ErrorClass::ServerCertExpired,
+        ),
+        ("SEC_ERROR_UNKNOWN_ISSUER", ErrorClass::ServerCertUntrusted),
+        (
+            "SEC_ERROR_UNTRUSTED_ISSUER",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        ("SEC_ERROR_UNTRUSTED_CERT", ErrorClass::ServerCertUntrusted),
+        ("SEC_ERROR_CA_CERT_INVALID", ErrorClass::ServerCertUntrusted),
+        (
+            "SEC_ERROR_INADEQUATE_CERT_TYPE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_INADEQUATE_KEY_USAGE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        ("SEC_ERROR_BAD_SIGNATURE", ErrorClass::ServerCertUntrusted),
+        ("SEC_ERROR_CRL_EXPIRED", ErrorClass::ServerCertUntrusted),
+        (
+            "SSL_ERROR_UNKNOWN_CA_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        ("SSL_ERROR_BAD_CERT_ALERT", ErrorClass::ClientCertUntrusted),
+        (
+            "SSL_ERROR_EXPIRED_CERT_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        (
+            "SSL_ERROR_CERTIFICATE_UNKNOWN_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        (
+            "SSL_ERROR_UNSUPPORTED_CERT_ALERT",
+            ErrorClass::ClientCertUntrusted,
+        ),
+        (
+            "SSL_ERROR_REVOKED_CERT_ALERT",
+            ErrorClass::ClientCertRevoked,
+        ),
+        (
+            "SSL_ERROR_RX_CERTIFICATE_REQUIRED_ALERT",
+            ErrorClass::ClientCertRequired,
+        ),
+        (
+            "SSL_ERROR_HANDSHAKE_FAILURE_ALERT",
+            ErrorClass::ClientCertRequired,
+        ),
+        (
+            "SSL_ERROR_PROTOCOL_VERSION_ALERT",
+            ErrorClass::ProtocolVersion,
+        ),
+        ("SSL_ERROR_UNSUPPORTED_VERSION", ErrorClass::ProtocolVersion),
+        ("SSL_ERROR_NO_CYPHER_OVERLAP", ErrorClass::ProtocolVersion),
+        ("PR_END_OF_FILE_ERROR", ErrorClass::IoError),
+        ("PR_CONNECT_RESET_ERROR", ErrorClass::IoError),
+        ("PR_IO_TIMEOUT_ERROR", ErrorClass::Timeout),
+    ];
+    let class = TABLE
+        .iter()
+        .find(|(name, _)| raw.starts_with(name))
+        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    failed(class, raw)
+}
+
+/// tokio-postgres errors (after the handshake, or without TLS) to classes.
+fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
+    use std::error::Error as _;
+    let mut raw = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !raw.contains(&part) {
+            raw.push_str(": ");
+            raw.push_str(&part);
+        }
+        src = s.source();
+    }
+    if let Some(db) = e.as_db_error() {
+        if let Some(class) = server_messages::classify(db.message()) {
+            return failed(class, raw);
+        }
+    }
+    const TABLE: &[(&str, ErrorClass)] = &[
+        ("channel binding", ErrorClass::ChannelBinding),
+        ("invalid connection string", ErrorClass::InvalidOption),
+        ("invalid configuration", ErrorClass::InvalidOption),
+        ("unknown option", ErrorClass::InvalidOption),
+        ("invalid value for option", ErrorClass::InvalidOption),
+        ("password missing", ErrorClass::AuthFailed),
+        ("timeout", ErrorClass::Timeout),
+        ("connection refused", ErrorClass::IoError),
+        ("connection closed", ErrorClass::IoError),
+        ("connection reset by peer", ErrorClass::IoError),
+        ("unexpected EOF", ErrorClass::IoError),
+    ];
+    let lower = raw.to_lowercase();
+    let class = TABLE
+        .iter()
+        .find(|(n, _)| lower.contains(&n.to_lowercase()))
+        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    failed(class, raw)
+}
