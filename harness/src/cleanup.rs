@@ -13,6 +13,8 @@ enum Resource {
     Process(i32),
     /// A directory to remove.
     Dir(PathBuf),
+    /// A Docker container id to remove (the container runtime and in-container clients).
+    Container(String),
 }
 
 static REGISTRY: Mutex<BTreeMap<u64, Resource>> = Mutex::new(BTreeMap::new());
@@ -47,6 +49,10 @@ pub fn register_process(pid: i32) -> Registration {
 
 pub fn register_dir(path: &Path) -> Registration {
     register(Resource::Dir(path.to_path_buf()))
+}
+
+pub fn register_container(id: &str) -> Registration {
+    register(Resource::Container(id.to_string()))
 }
 
 /// Stops a process: SIGINT (fast shutdown for PostgreSQL), then SIGQUIT, then SIGKILL.
@@ -94,6 +100,16 @@ pub fn cleanup_all() {
         if let Resource::Process(pid) = r {
             stop_process(*pid, Duration::from_secs(5));
         }
+    }
+    let containers: Vec<String> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Container(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    if !containers.is_empty() {
+        crate::runtime::docker::remove_by_id(&containers);
     }
     for r in &resources {
         if let Resource::Dir(d) = r {
@@ -156,7 +172,8 @@ pub fn reap_stale() -> usize {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return 0;
     };
-    let mut reaped = 0;
+    // Containers first: their servers keep files open in the run directories below.
+    let mut reaped = crate::runtime::docker::reap_stale_containers();
     for entry in entries.flatten() {
         let path = entry.path();
         let is_run = path

@@ -2,10 +2,12 @@
 //! options, bounds every attempt by a deadline and judges the outcome; an adapter only
 //! connects, runs [`crate::outcome::SESSION_QUERY`] and maps its native errors to classes.
 
+mod container_libpq;
 mod libpq;
 mod native_tls;
 mod server_messages;
 
+pub use container_libpq::ContainerLibpq;
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
 
@@ -52,8 +54,12 @@ pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
     Ok(match name {
         "libpq" => Arc::new(Libpq::new()),
         "native-tls" => Arc::new(NativeTls::new()),
+        // libpq of a server build, inside a container of its image.
+        other if other.starts_with(container_libpq::PREFIX) => Arc::new(ContainerLibpq::new(
+            &other[container_libpq::PREFIX.len()..],
+        )?),
         other => anyhow::bail!(
-            "unknown client stack {other:?}; expected one of: {}",
+            "unknown client stack {other:?}; expected one of: {}, or libpq:<server build>",
             CLIENT_NAMES.join(", ")
         ),
     })
