@@ -30,7 +30,7 @@ const EXIT_MARK: &str = "pgssl-exit=";
 
 pub struct ContainerLibpq {
     facts: ClientFacts,
-    container: Arc<ContainerAsync<GenericImage>>,
+    container: Option<Arc<ContainerAsync<GenericImage>>>,
     _registration: crate::cleanup::Registration,
 }
 
@@ -81,9 +81,19 @@ impl ContainerLibpq {
                 tls_version,
                 libpq_version,
             },
-            container,
+            container: Some(container),
             _registration: registration,
         })
+    }
+}
+
+impl Drop for ContainerLibpq {
+    /// Removes the container now, on the Docker runtime (testcontainers' own drop needs a
+    /// runtime around, and the last owner of a stack may be plain `main`).
+    fn drop(&mut self) {
+        if let Some(c) = self.container.take() {
+            docker::remove_shared(c);
+        }
     }
 }
 
@@ -141,7 +151,7 @@ impl ClientStack for ContainerLibpq {
             "-d".into(),
             conninfo(&request.params),
         ];
-        let c = self.container.clone();
+        let c = self.container.clone().expect("container until drop");
         Box::pin(async move {
             let run = docker::run(async move {
                 let mut r = c

@@ -14,6 +14,7 @@ use super::{Admin, Runtime, Server, ServerSetup};
 use crate::cleanup::{self, Registration};
 use crate::facts::ServerFacts;
 use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,10 +27,30 @@ pub struct ContainerRuntime {
     image: String,
     run_dir: tempfile::TempDir,
     _run_dir_reg: Registration,
-    /// initdb'ed cluster of this image and the (uid, gid) of its `postgres` user.
-    template: OnceLock<Result<(PathBuf, (u32, u32)), String>>,
+    /// initdb'ed cluster of this image, the (uid, gid) of its `postgres` user, and the
+    /// parameters its server knows.
+    template: OnceLock<Result<Template, String>>,
     template_lock: Mutex<()>,
     next_slot: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct Template {
+    data: PathBuf,
+    owner: (u32, u32),
+    parameters: std::sync::Arc<HashSet<String>>,
+}
+
+/// The setup without the settings this server does not know whose value is empty. The core
+/// resets every file setting it does not use to `''` (so a reload clears the last scenario's);
+/// for a parameter the version lacks (`ssl_crl_dir` before 14) that reset would stop the
+/// server from starting, while a real value for it must still reach the server and fail there.
+fn known_settings(setup: &ServerSetup, parameters: &HashSet<String>) -> ServerSetup {
+    let mut setup = setup.clone();
+    setup
+        .settings
+        .retain(|(k, v)| !v.is_empty() || parameters.contains(k.as_str()));
+    setup
 }
 
 impl ContainerRuntime {
@@ -49,7 +70,7 @@ impl ContainerRuntime {
         })
     }
 
-    fn template(&self) -> Result<(PathBuf, (u32, u32))> {
+    fn template(&self) -> Result<Template> {
         let _guard = self
             .template_lock
             .lock()
@@ -62,16 +83,16 @@ impl ContainerRuntime {
 
     /// Runs initdb inside the image, as its `postgres` user, into a directory of this run;
     /// the owner of what initdb made is the uid every server's files must carry.
-    fn make_template(&self) -> Result<(PathBuf, (u32, u32))> {
+    fn make_template(&self) -> Result<Template> {
         let work = self.run_dir.path().join("initdb");
         std::fs::create_dir_all(&work)?;
         // initdb (as the image's postgres user, whose uid we do not know yet) creates data/ here.
         std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777))?;
         let data = work.join("data");
-        docker::probe(
+        let described = docker::probe(
             &self.image,
             &format!(
-                "exec /usr/lib/postgresql/*/bin/initdb -U postgres -A trust -E UTF8 --locale=C --no-sync -D {}",
+                "/usr/lib/postgresql/*/bin/initdb -U postgres -A trust -E UTF8 --locale=C --no-sync -D {} >&2 && exec /usr/lib/postgresql/*/bin/postgres --describe-config",
                 data.display()
             ),
             Some("postgres"),
@@ -84,7 +105,16 @@ impl ContainerRuntime {
             std::fs::read_to_string(data.join("postgresql.conf"))?
                 + "\n# pgssl writes the scenario's settings here\ninclude_if_exists = 'pgssl.conf'\n",
         )?;
-        Ok((data, (meta.uid(), meta.gid())))
+        let parameters = described
+            .lines()
+            .filter_map(|l| l.split('\t').next())
+            .map(str::to_string)
+            .collect();
+        Ok(Template {
+            data,
+            owner: (meta.uid(), meta.gid()),
+            parameters: std::sync::Arc::new(parameters),
+        })
     }
 }
 
@@ -124,7 +154,12 @@ impl Runtime for ContainerRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
-        let (template, owner) = self.template()?;
+        let Template {
+            data: template,
+            owner,
+            parameters,
+        } = self.template()?;
+        let setup = &known_settings(setup, &parameters);
         let slot = self.run_dir.path().join(format!(
             "srv-{}",
             self.next_slot.fetch_add(1, Ordering::Relaxed)
@@ -156,6 +191,7 @@ impl Runtime for ContainerRuntime {
             port,
             ipv6: setup.ipv6,
             owner,
+            parameters,
             facts: ServerFacts {
                 build: self.build.clone(),
                 runtime: "container".into(),
@@ -218,6 +254,7 @@ struct ContainerServer {
     port: u16,
     ipv6: bool,
     owner: (u32, u32),
+    parameters: std::sync::Arc<HashSet<String>>,
     facts: ServerFacts,
 }
 
@@ -257,6 +294,7 @@ impl Server for ContainerServer {
     }
 
     fn reload(&mut self, setup: &ServerSetup) -> Result<()> {
+        let setup = &known_settings(setup, &self.parameters);
         let data = self.slot.join("data");
         let admin = Admin::connect(&self.sock, self.port)?;
         let before = admin.value("SELECT pg_conf_load_time()::text")?;
@@ -304,10 +342,7 @@ impl Server for ContainerServer {
 impl Drop for ContainerServer {
     fn drop(&mut self) {
         if let Some(c) = self.container.take() {
-            match std::sync::Arc::try_unwrap(c) {
-                Ok(c) => docker::remove(c),
-                Err(c) => docker::remove_by_id(&[c.id().to_string()]),
-            }
+            docker::remove_shared(c);
         }
         std::fs::remove_dir_all(&self.slot).ok();
     }

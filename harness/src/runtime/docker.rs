@@ -122,6 +122,18 @@ pub fn remove(c: ContainerAsync<GenericImage>) {
     let _ = block_on(async move { c.rm().await });
 }
 
+/// Removes a shared container now. If someone still holds it, it is removed by id and their
+/// handle is leaked: testcontainers' drop panics outside a runtime, and it is gone anyway.
+pub fn remove_shared(c: std::sync::Arc<ContainerAsync<GenericImage>>) {
+    match std::sync::Arc::try_unwrap(c) {
+        Ok(c) => remove(c),
+        Err(c) => {
+            remove_by_id(&[c.id().to_string()]);
+            std::mem::forget(c);
+        }
+    }
+}
+
 /// Runs `sh -c script` in a throwaway container of `image` and returns its stdout; fails with
 /// its stderr when it exits non-zero. Used for facts and initdb.
 pub fn probe(image: &str, script: &str, user: Option<&str>, mounts: &[(&std::path::Path, bool)]) -> Result<String> {
