@@ -18,6 +18,18 @@ enum Resource {
 }
 
 static REGISTRY: Mutex<BTreeMap<u64, Resource>> = Mutex::new(BTreeMap::new());
+/// Held for the whole of a clean-up, so a second caller waits until the first has finished.
+static CLEANING: Mutex<()> = Mutex::new(());
+/// Exit status requested by a signal (130 for SIGINT, 143 for SIGTERM), 0 if none arrived.
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit status a signal asked for, if one arrived.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        code => Some(code),
+    }
+}
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// Prefix of every run directory under the temp dir.
@@ -92,6 +104,7 @@ pub fn alive(pid: i32) -> bool {
 
 /// Stops every registered process and removes every registered directory.
 pub fn cleanup_all() {
+    let _one_at_a_time = CLEANING.lock();
     let resources: Vec<Resource> = match REGISTRY.lock() {
         Ok(mut r) => std::mem::take(&mut *r).into_values().collect(),
         Err(_) => return,
@@ -137,6 +150,7 @@ pub fn install_signal_handlers() {
                 _ = int.recv() => 130,
                 _ = term.recv() => 143,
             };
+            INTERRUPTED.store(code, Ordering::SeqCst);
             eprintln!("pgssl: interrupted; stopping servers and removing temporary files");
             cleanup_all();
             std::process::exit(code);

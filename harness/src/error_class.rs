@@ -63,6 +63,8 @@ error_classes! {
     ProtocolVersion = "protocol_version",
     /// The client rejected a connection option or its value before connecting.
     InvalidOption = "invalid_option",
+    /// sslcertmode=require, but the client sent no certificate (it had none, or was not asked).
+    ClientCertNotSent = "client_cert_not_sent",
     /// The client's certificate or private key could not be loaded.
     ClientKeyInvalid = "client_key_invalid",
     /// The client's private key file is readable by group or others.
@@ -71,6 +73,10 @@ error_classes! {
     ChannelBinding = "channel_binding",
     /// The attempt did not finish within its deadline.
     Timeout = "timeout",
+    /// Server-side event: the server refused to start with the scenario's configuration.
+    ServerStartFailed = "server_start_failed",
+    /// Server-side event: the server rejected a configuration reload and kept the old one.
+    ServerReloadFailed = "server_reload_failed",
     /// A transport failure: refused, reset, closed without a reason.
     IoError = "io_error",
     /// The client stack cannot express this case at all (declared per stack, with a reason).

@@ -433,5 +433,6 @@ fn main() {
         }
     };
     pgssl::cleanup::cleanup_all();
-    std::process::exit(code);
+    // A run cut short by a signal reports the signal, not what the half-run saw.
+    std::process::exit(pgssl::cleanup::interrupted().unwrap_or(code));
 }

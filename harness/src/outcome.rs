@@ -48,6 +48,8 @@ impl Session {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Connected(Box<Session>),
+    /// A server-side check: the server accepted the configuration it was expected to refuse.
+    Accepted,
     Failed {
         class: ErrorClass,
         /// The native message, verbatim.
@@ -69,6 +71,7 @@ impl Outcome {
             Outcome::Connected(s) if s.ssl => format!("connected (ssl, {})", s.tls_version),
             Outcome::Connected(_) => "connected (no ssl)".into(),
             Outcome::Failed { class, .. } => format!("failed: {class}"),
+            Outcome::Accepted => "server accepted the configuration".into(),
         }
     }
 }
@@ -96,6 +99,12 @@ pub fn judge(expected: &Expect, actual: &Outcome) -> Result<(), String> {
             Err(format!("expected a connection, got failure {class}"))
         }
         (Expect::Connected(want), Outcome::Connected(got)) => judge_session(want, got),
+        (Expect::Failed(want), Outcome::Accepted) => Err(format!(
+            "expected {want}, but the server accepted the configuration"
+        )),
+        (Expect::Connected(_), Outcome::Accepted) => {
+            Err("expected a connection, not a server event".into())
+        }
     }
 }
 
@@ -123,6 +132,30 @@ fn judge_session(want: &SessionExpect, got: &Session) -> Result<(), String> {
     } else {
         Err(wrong.join("; "))
     }
+}
+
+/// Checks that every `wanted` substring occurs in `log`; `Err` names the missing ones.
+pub fn judge_log(wanted: &[String], log: &str) -> Result<(), String> {
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !log.contains(w.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .take(6)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(format!(
+        "server log lacks {:?}; its last lines for this attempt:\n{}",
+        missing,
+        tail.join("\n")
+    ))
 }
 
 #[cfg(test)]

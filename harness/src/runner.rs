@@ -4,11 +4,11 @@
 
 use crate::client::{attempt, ClientStack, ConnectRequest};
 use crate::facts::BackendFacts;
-use crate::outcome::{judge, Outcome};
+use crate::outcome::{judge, judge_log, Outcome};
 use crate::pki::PkiDir;
-use crate::runtime::{Runtime, Server, ServerSetup};
+use crate::runtime::{LogSource, Runtime, Server, ServerSetup};
 use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE};
-use crate::scenario::{Expect, Scenario};
+use crate::scenario::{Expect, Scenario, ServerEventExpect};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -122,9 +122,11 @@ impl Plan {
     pub fn total(&self) -> usize {
         self.scenarios
             .iter()
-            .map(|s| self.selected(s).len())
-            .sum::<usize>()
-            * self.clients.len()
+            .map(|s| {
+                self.selected(s).len() * self.clients.len()
+                    + server_events(s, self.filter.as_deref())
+            })
+            .sum()
     }
 }
 
@@ -225,7 +227,8 @@ pub fn evaluate(
     }
 }
 
-/// Runs one case with one client against a ready server.
+/// Runs one case with one client against a ready server. `log` is needed when the case
+/// checks the server log; the caller must then run attempts of the scenario one at a time.
 pub async fn run_case(
     case: &Case,
     client: &dyn ClientStack,
@@ -233,20 +236,125 @@ pub async fn run_case(
     port: u16,
     pki: &PkiDir,
     timeout: Duration,
+    log: Option<&LogSource>,
 ) -> CaseResult {
     let facts = BackendFacts {
         server: server.clone(),
         client: client.facts().clone(),
     };
+    let wanted_log = case.expectation_for(&facts).server_log.to_vec();
+    let offset = match (log, wanted_log.is_empty()) {
+        (Some(read), false) => read().len(),
+        _ => 0,
+    };
     let start = Instant::now();
     let outcome = attempt(client, connect_request(case, port, pki, timeout)).await;
-    evaluate(
-        case,
-        &client.facts().name,
-        &facts,
-        outcome,
-        start.elapsed().as_millis(),
-    )
+    let millis = start.elapsed().as_millis();
+    let mut result = evaluate(case, &client.facts().name, &facts, outcome, millis);
+    if result.verdict == Verdict::Pass && !wanted_log.is_empty() {
+        result.verdict = match log {
+            Some(read) => match wait_for_log(read, offset, &wanted_log).await {
+                Ok(()) => Verdict::Pass,
+                Err(why) => Verdict::Fail(why),
+            },
+            None => Verdict::Error("this runtime offers no server log".into()),
+        };
+    }
+    result
+}
+
+/// Backends write their log lines a moment after the client sees the outcome: poll briefly.
+async fn wait_for_log(read: &LogSource, offset: usize, wanted: &[String]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let log = read();
+        let since = log.get(offset..).unwrap_or("");
+        match judge_log(wanted, since) {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() >= deadline => return Err(why),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// How many server-side checks (start, reload) a scenario reports.
+fn server_events(scenario: &Scenario, filter: Option<&str>) -> usize {
+    let shown = |id: String| filter.is_none_or(|f| id.contains(f));
+    let start = scenario.startup.as_ref().is_some_and(|s| s.fails)
+        && shown(format!("{}/server-start", scenario.name));
+    let reload = scenario.reload.as_ref().is_some_and(|r| r.expect.fails)
+        && shown(format!("{}/server-reload", scenario.name));
+    usize::from(start) + usize::from(reload)
+}
+
+/// The result of a server-side check: `refused` holds the server's error and log when it
+/// refused the configuration.
+pub fn server_event(
+    id: String,
+    class: crate::error_class::ErrorClass,
+    wanted: &ServerEventExpect,
+    refused: Result<(), String>,
+    server: Option<crate::facts::ServerFacts>,
+    millis: u128,
+) -> CaseResult {
+    let (outcome, verdict) = match refused {
+        Err(raw) => {
+            let verdict = match judge_log(&wanted.log, &raw) {
+                Ok(()) => Verdict::Pass,
+                Err(why) => Verdict::Fail(why),
+            };
+            (Outcome::failed(class, raw), verdict)
+        }
+        Ok(()) => (
+            Outcome::Accepted,
+            Verdict::Fail(format!(
+                "expected {class}, but the server accepted the configuration"
+            )),
+        ),
+    };
+    CaseResult {
+        case: id,
+        client: "server".into(),
+        backend: server.map(|s| BackendFacts {
+            client: crate::facts::ClientFacts {
+                name: "server".into(),
+                tls_library: s.tls_library.clone(),
+                tls_version: s.tls_version.clone(),
+                libpq_version: String::new(),
+            },
+            server: s,
+        }),
+        expected: Expect::Failed(class),
+        override_reason: None,
+        override_selector: None,
+        outcome: Some(outcome),
+        verdict,
+        millis,
+    }
+}
+
+/// The setup after a scenario's `[reload]` changes.
+pub fn reload_setup(scenario: &Scenario, pki: &PkiDir) -> Option<ServerSetup> {
+    let reload = scenario.reload.as_ref()?;
+    let mut setup = server_setup(scenario, pki);
+    for (setting, file, value) in [
+        ("ssl_cert_file", "server.crt", &reload.cert),
+        ("ssl_key_file", "server.key", &reload.key),
+    ] {
+        if let Some(name) = value {
+            setup.files.retain(|(f, _)| f != file);
+            setup
+                .files
+                .push((file.to_string(), pki.path(name.get_ref())));
+            setup
+                .settings
+                .push((setting.into(), format!("pgssl/{file}")));
+        }
+    }
+    setup
+        .settings
+        .extend(reload.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Some(setup)
 }
 
 /// Runs the plan, sending every event to `events`. Returns the summary (also sent).
@@ -270,7 +378,7 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
                 let Some(index) = next else { break };
                 let scenario = &plan.scenarios[index];
                 let cases = plan.selected(scenario);
-                if cases.is_empty() {
+                if cases.is_empty() && server_events(scenario, plan.filter.as_deref()) == 0 {
                     continue;
                 }
                 let results = run_scenario(&plan, scenario, &cases, &mut server, &events).await;
@@ -352,6 +460,9 @@ async fn run_scenario(
     };
     let setup = server_setup(scenario, &pki);
     let runtime = plan.runtime.clone();
+    if scenario.startup.as_ref().is_some_and(|s| s.fails) {
+        return vec![check_start_fails(plan, scenario, setup, start).await];
+    }
     let mut taken = slot.take();
     let prepared = tokio::task::spawn_blocking(move || {
         let r = prepare_server(runtime.as_ref(), &mut taken, &setup);
@@ -366,9 +477,42 @@ async fn run_scenario(
         Ok((Err(e), _)) => return error(format!("server for {}: {e:#}", scenario.path.display())),
         Err(e) => return error(format!("server setup panicked: {e}")),
     };
+    let mut results = Vec::new();
+    if let (Some(reload), Some(new_setup)) = (&scenario.reload, reload_setup(scenario, &pki)) {
+        let mut server = slot.take().expect("prepared");
+        let began = Instant::now();
+        let (refused, server) = tokio::task::spawn_blocking(move || {
+            let r = server
+                .reload(&new_setup)
+                .map_err(|e| format!("{e:#}\n{}", server.log()));
+            (r, server)
+        })
+        .await
+        .expect("reload task");
+        let facts = server.facts().clone();
+        *slot = Some(server);
+        if reload.expect.fails {
+            let id = format!("{}/server-reload", scenario.name);
+            if plan.filter.as_ref().is_none_or(|f| id.contains(f.as_str())) {
+                let class = crate::error_class::ErrorClass::ServerReloadFailed;
+                results.push(server_event(
+                    id,
+                    class,
+                    &reload.expect,
+                    refused,
+                    Some(facts),
+                    began.elapsed().as_millis(),
+                ));
+            }
+        } else if let Err(e) = refused {
+            results.extend(error(format!("reload into [reload] failed: {e}")));
+            return results;
+        }
+    }
     let server = slot.as_ref().expect("prepared");
     let facts = server.facts().clone();
     let port = server.port();
+    let log = server.log_source();
     let _ = events.send(Event::ServerReady {
         scenario: scenario.name.clone(),
         server: facts.clone(),
@@ -385,15 +529,55 @@ async fn run_scenario(
                 port,
                 &pki,
                 plan.timeout,
+                Some(&log),
             ));
         }
     }
     use futures_util::StreamExt;
     // Bounded: every attempt is a server backend, and a 2-core machine gains nothing past this.
-    futures_util::stream::iter(attempts)
-        .buffer_unordered(ATTEMPTS_AT_ONCE)
+    let at_once = if scenario.checks_server_log() {
+        1
+    } else {
+        ATTEMPTS_AT_ONCE
+    };
+    let attempted: Vec<CaseResult> = futures_util::stream::iter(attempts)
+        .buffer_unordered(at_once)
         .collect()
-        .await
+        .await;
+    results.extend(attempted);
+    results
+}
+
+/// `[startup] fails = true`: a fresh server with this configuration must refuse to start.
+async fn check_start_fails(
+    plan: &Arc<Plan>,
+    scenario: &Scenario,
+    setup: ServerSetup,
+    began: Instant,
+) -> CaseResult {
+    let runtime = plan.runtime.clone();
+    let (refused, facts) = tokio::task::spawn_blocking(move || {
+        let refused = match runtime.start(&setup) {
+            Ok(server) => {
+                drop(server);
+                Ok(())
+            }
+            Err(e) => Err(format!("{e:#}")),
+        };
+        (refused, runtime.detect_facts().ok())
+    })
+    .await
+    .expect("start task");
+    let wanted = scenario.startup.as_ref().expect("checked");
+    let class = crate::error_class::ErrorClass::ServerStartFailed;
+    server_event(
+        format!("{}/server-start", scenario.name),
+        class,
+        wanted,
+        refused,
+        facts,
+        began.elapsed().as_millis(),
+    )
 }
 
 /// Concurrent attempts per scenario.

@@ -4,17 +4,29 @@
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use pgssl::client::{client_by_name, ClientStack, CLIENT_NAMES};
+use pgssl::error_class::ErrorClass;
 use pgssl::facts::ServerFacts;
 use pgssl::pki::PkiDir;
-use pgssl::runner::{run_case, server_setup, Verdict};
-use pgssl::runtime::{LocalRuntime, Runtime, Server};
+use pgssl::runner::{reload_setup, run_case, server_event, server_setup, CaseResult, Verdict};
+use pgssl::runtime::{LocalRuntime, LogSource, Runtime, Server};
 use pgssl::scenario::{load_scenarios, Scenario};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-type Ready = Result<(u16, ServerFacts, PkiDir), String>;
+/// A started server for one scenario, and what its `[reload]` check saw.
+#[derive(Clone)]
+struct Prepared {
+    port: u16,
+    facts: ServerFacts,
+    pki: PkiDir,
+    log: LogSource,
+    /// `Err(server's message)` when the reload was refused.
+    reload: Option<Result<(), String>>,
+}
+
+type Ready = Result<Prepared, String>;
 
 struct Shared {
     scenarios: Vec<Scenario>,
@@ -34,24 +46,56 @@ impl Shared {
             .or_default()
             .clone();
         cell.get_or_init(|| {
-            let runtime = self
-                .runtime
-                .get_or_init(|| LocalRuntime::discover(None).map_err(|e| format!("{e:#}")))
-                .as_ref()
-                .map_err(Clone::clone)?;
+            let runtime = self.runtime()?;
             let scenario = &self.scenarios[index];
             let pki = scenario
                 .pki
                 .materialize(&pgssl::pki::cache_root())
                 .map_err(|e| format!("{e:#}"))?;
-            let server = runtime
+            let mut server = runtime
                 .start(&server_setup(scenario, &pki))
                 .map_err(|e| format!("{e:#}"))?;
-            let ready = (server.port(), server.facts().clone(), pki);
+            let reload = reload_setup(scenario, &pki).map(|setup| {
+                server
+                    .reload(&setup)
+                    .map_err(|e| format!("{e:#}\n{}", server.log()))
+            });
+            let ready = Prepared {
+                port: server.port(),
+                facts: server.facts().clone(),
+                log: server.log_source(),
+                pki,
+                reload,
+            };
             self.servers.lock().expect("servers").push(server);
             Ok(ready)
         })
         .clone()
+    }
+}
+
+/// Serialises attempts of scenarios that read the server log.
+static LOG_LOCK: Mutex<()> = Mutex::new(());
+
+fn verdict(result: CaseResult) -> Result<(), Failed> {
+    match result.verdict {
+        Verdict::Pass => Ok(()),
+        Verdict::Fail(why) | Verdict::Error(why) => {
+            let raw = match &result.outcome {
+                Some(pgssl::outcome::Outcome::Failed { raw, .. }) => format!("\nraw: {raw}"),
+                _ => String::new(),
+            };
+            Err(Failed::from(format!("{why}{raw}")))
+        }
+    }
+}
+
+impl Shared {
+    fn runtime(&self) -> Result<&LocalRuntime, String> {
+        self.runtime
+            .get_or_init(|| LocalRuntime::discover(None).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -83,35 +127,83 @@ fn main() {
 
     let mut trials = Vec::new();
     for (si, scenario) in shared.scenarios.iter().enumerate() {
+        if let Some(wanted) = scenario.startup.clone().filter(|s| s.fails) {
+            let shared = shared.clone();
+            trials.push(Trial::test(
+                format!("{}/server-start@server", scenario.name),
+                move || {
+                    let scenario = &shared.scenarios[si];
+                    let runtime = shared.runtime().map_err(Failed::from)?;
+                    let pki = scenario
+                        .pki
+                        .materialize(&pgssl::pki::cache_root())
+                        .map_err(|e| Failed::from(format!("{e:#}")))?;
+                    let refused = match runtime.start(&server_setup(scenario, &pki)) {
+                        Ok(_server) => Ok(()),
+                        Err(e) => Err(format!("{e:#}")),
+                    };
+                    let id = format!("{}/server-start", scenario.name);
+                    verdict(server_event(
+                        id,
+                        ErrorClass::ServerStartFailed,
+                        &wanted,
+                        refused,
+                        None,
+                        0,
+                    ))
+                },
+            ));
+        }
+        if let Some(wanted) = scenario
+            .reload
+            .as_ref()
+            .map(|r| r.expect.clone())
+            .filter(|e| e.fails)
+        {
+            let shared = shared.clone();
+            trials.push(Trial::test(
+                format!("{}/server-reload@server", scenario.name),
+                move || {
+                    let ready = shared
+                        .server_for(si)
+                        .map_err(|e| Failed::from(format!("harness error: {e}")))?;
+                    let refused = ready.reload.clone().unwrap_or(Ok(()));
+                    let id = format!("{}/server-reload", shared.scenarios[si].name);
+                    verdict(server_event(
+                        id,
+                        ErrorClass::ServerReloadFailed,
+                        &wanted,
+                        refused,
+                        Some(ready.facts),
+                        0,
+                    ))
+                },
+            ));
+        }
         for (ci, case) in scenario.cases.iter().enumerate() {
             for client in &clients {
                 let (shared, client) = (shared.clone(), client.clone());
                 let name = format!("{}@{}", case.id, client.facts().name);
                 trials.push(Trial::test(name, move || {
-                    let (port, facts, pki) = shared
+                    let ready = shared
                         .server_for(si)
                         .map_err(|e| Failed::from(format!("harness error: {e}")))?;
                     let case = &shared.scenarios[si].cases[ci];
-                    let result = shared.tokio.block_on(run_case(
+                    // Log-checking scenarios need their attempts one at a time.
+                    let _serial = shared.scenarios[si]
+                        .checks_server_log()
+                        .then(|| LOG_LOCK.lock());
+                    let timeout = Duration::from_secs(10);
+                    let attempt = run_case(
                         case,
                         client.as_ref(),
-                        &facts,
-                        port,
-                        &pki,
-                        Duration::from_secs(10),
-                    ));
-                    match result.verdict {
-                        Verdict::Pass => Ok(()),
-                        Verdict::Fail(why) | Verdict::Error(why) => {
-                            let raw = match &result.outcome {
-                                Some(pgssl::outcome::Outcome::Failed { raw, .. }) => {
-                                    format!("\nraw: {raw}")
-                                }
-                                _ => String::new(),
-                            };
-                            Err(Failed::from(format!("{why}{raw}")))
-                        }
-                    }
+                        &ready.facts,
+                        ready.port,
+                        &ready.pki,
+                        timeout,
+                        Some(&ready.log),
+                    );
+                    verdict(shared.tokio.block_on(attempt))
                 }));
             }
         }

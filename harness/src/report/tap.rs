@@ -124,3 +124,100 @@ impl<W: Write + Send> Reporter for TapReporter<W> {
         let _ = self.out.flush();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_class::ErrorClass;
+    use crate::facts::{BackendFacts, ClientFacts, ServerFacts};
+    use crate::runner::Summary;
+    use crate::scenario::{Expect, SessionExpect};
+
+    fn result(
+        case: &str,
+        expected: Expect,
+        outcome: Outcome,
+        verdict: Verdict,
+        reason: Option<&str>,
+    ) -> Event {
+        Event::CaseFinished(Box::new(CaseResult {
+            case: case.into(),
+            client: "libpq".into(),
+            backend: Some(BackendFacts {
+                server: ServerFacts {
+                    build: "local".into(),
+                    runtime: "local".into(),
+                    pg_version: "15.18".into(),
+                    tls_library: "openssl".into(),
+                    tls_version: "3.0.19".into(),
+                },
+                client: ClientFacts {
+                    name: "libpq".into(),
+                    tls_library: "openssl".into(),
+                    tls_version: "3.0.19".into(),
+                    libpq_version: "15.18".into(),
+                },
+            }),
+            expected,
+            override_reason: reason.map(str::to_string),
+            override_selector: reason.map(|_| "client.name=libpq".to_string()),
+            outcome: Some(outcome),
+            verdict,
+            millis: 12,
+        }))
+    }
+
+    /// The TAP stream for a fixed set of events, pinned in snapshots/tap-basic.txt
+    /// (rewrite with UPDATE_SNAPSHOTS=1).
+    #[test]
+    fn tap_output_is_pinned() {
+        std::env::remove_var("HARNESS_VERSION");
+        let events = [
+            Event::Started { total: 3 },
+            result(
+                "a/pass",
+                Expect::Connected(SessionExpect::default()),
+                Outcome::Connected(Box::default()),
+                Verdict::Pass,
+                None,
+            ),
+            result(
+                "a/override#1",
+                Expect::Failed(ErrorClass::HostnameMismatch),
+                Outcome::failed(
+                    ErrorClass::HostnameMismatch,
+                    "server certificate for \"x\" does not match host name \"y\"",
+                ),
+                Verdict::Pass,
+                Some("because: reasons"),
+            ),
+            result(
+                "a/fail",
+                Expect::Failed(ErrorClass::ServerCertUntrusted),
+                Outcome::failed(
+                    ErrorClass::Unclassified,
+                    "SSL error: something new\nsecond line",
+                ),
+                Verdict::Fail("the adapter could not classify this error".into()),
+                None,
+            ),
+            Event::Finished(Summary::default()),
+        ];
+        let mut out = Vec::new();
+        let mut tap = TapReporter::new(&mut out);
+        for e in &events {
+            tap.event(e);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/report/snapshots/tap-basic.txt");
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let pinned = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            text, pinned,
+            "TAP output changed; review it and rerun with UPDATE_SNAPSHOTS=1"
+        );
+    }
+}

@@ -512,7 +512,14 @@ impl Server for LocalServer {
     }
 
     fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+        (self.log_source())()
+    }
+
+    fn log_source(&self) -> super::LogSource {
+        let path = self.log_path.clone();
+        std::sync::Arc::new(move || {
+            String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned()
+        })
     }
 }
 

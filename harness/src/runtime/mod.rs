@@ -57,7 +57,13 @@ pub trait Server: Send {
 
     /// The server's log so far.
     fn log(&self) -> String;
+
+    /// A reader of the log that attempts can hold while the server is used elsewhere.
+    fn log_source(&self) -> LogSource;
 }
+
+/// Returns the whole server log so far.
+pub type LogSource = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Builds a runtime from a `--server` spec.
 pub fn runtime_by_spec(

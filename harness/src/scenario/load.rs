@@ -74,7 +74,19 @@ pub struct Scenario {
     /// The PKI spec its file names refer to.
     pub pki: PkiSpec,
     pub server: ServerConfig,
+    pub startup: Option<super::ServerEventExpect>,
+    pub reload: Option<super::ReloadDef>,
     pub cases: Vec<Case>,
+}
+
+impl Scenario {
+    /// Whether any case checks the server log: such scenarios run one attempt at a time, so
+    /// the lines written during an attempt are that attempt's.
+    pub fn checks_server_log(&self) -> bool {
+        self.cases
+            .iter()
+            .any(|c| !c.server_log.is_empty() || c.overrides.iter().any(|o| o.server_log.is_some()))
+    }
 }
 
 /// A validated case with its defaults merged in.
@@ -87,6 +99,7 @@ pub struct Case {
     /// Connection keywords; file keywords still hold PKI names.
     pub conn: BTreeMap<String, String>,
     pub expect: Expect,
+    pub server_log: Vec<String>,
     pub overrides: Vec<CaseOverride>,
 }
 
@@ -94,6 +107,7 @@ pub struct Case {
 pub struct CaseOverride {
     pub selector: Selector,
     pub expect: Expect,
+    pub server_log: Option<Vec<String>>,
     pub reason: String,
     pub line: usize,
 }
@@ -102,6 +116,8 @@ pub struct CaseOverride {
 #[derive(Debug, Clone)]
 pub struct Expectation<'a> {
     pub expect: &'a Expect,
+    /// Server log substrings to find among the attempt's lines.
+    pub server_log: &'a [String],
     /// Set when an override replaced the canonical expectation.
     pub overridden: Option<&'a CaseOverride>,
 }
@@ -112,10 +128,12 @@ impl Case {
         match self.overrides.iter().find(|o| o.selector.matches(facts)) {
             Some(o) => Expectation {
                 expect: &o.expect,
+                server_log: o.server_log.as_deref().unwrap_or(&self.server_log),
                 overridden: Some(o),
             },
             None => Expectation {
                 expect: &self.expect,
+                server_log: &self.server_log,
                 overridden: None,
             },
         }
@@ -323,6 +341,7 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             overrides.push(super::load::CaseOverride {
                 selector: o.when.into_inner(),
                 expect: o.expect,
+                server_log: o.server_log,
                 reason: o.reason,
                 line: oline,
             });
@@ -340,15 +359,33 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             line,
             conn,
             expect: def.expect,
+            server_log: def.server_log,
             overrides,
         });
     }
-    if cases.is_empty() {
+    let startup_fails = file.startup.as_ref().is_some_and(|s| s.fails);
+    if cases.is_empty() && !startup_fails {
         return Err(LoadError {
             file: path.to_path_buf(),
             line: None,
-            message: "no [[case]] tables: a scenario needs at least one case".into(),
+            message: "no [[case]] tables: a scenario needs at least one case, or `[startup] fails = true`".into(),
         });
+    }
+    if startup_fails && (!cases.is_empty() || file.reload.is_some()) {
+        return Err(LoadError {
+            file: path.to_path_buf(),
+            line: None,
+            message:
+                "a server that must not start cannot run cases or reloads: drop them or `[startup]`"
+                    .into(),
+        });
+    }
+    if let Some(reload) = &file.reload {
+        for (value, what) in [(&reload.cert, "reload.cert"), (&reload.key, "reload.key")] {
+            if let Some(v) = value {
+                check_file(v, what)?;
+            }
+        }
     }
     Ok(Scenario {
         name,
@@ -356,6 +393,8 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
         doc: file.doc,
         pki,
         server: file.server,
+        startup: file.startup,
+        reload: file.reload,
         cases,
     })
 }

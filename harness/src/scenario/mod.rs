@@ -26,9 +26,42 @@ pub struct ScenarioFile {
     /// Connection options merged under every case's own.
     #[serde(default)]
     pub defaults: Defaults,
+    /// The configuration must make the server refuse to start; the file then has no cases.
+    pub startup: Option<ServerEventExpect>,
+    /// A reload into a changed configuration, made after the server started and before the
+    /// cases run. With `fails = true` the server must keep serving the old configuration,
+    /// which the cases then show.
+    pub reload: Option<ReloadDef>,
     /// The connection attempts.
     #[serde(rename = "case", default)]
     pub cases: Vec<CaseDef>,
+}
+
+/// What the server itself must do with a configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEventExpect {
+    /// Must the server refuse it? (Only refusals are asserted; acceptance shows in the cases.)
+    pub fails: bool,
+    /// Text its log must contain, one substring per entry.
+    #[serde(default)]
+    pub log: Vec<String>,
+}
+
+/// A configuration change applied with a reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadDef {
+    /// PKI file for `ssl_cert_file` after the reload.
+    pub cert: Option<Spanned<String>>,
+    /// PKI file for `ssl_key_file` after the reload.
+    pub key: Option<Spanned<String>>,
+    /// Settings changed by the reload.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Whether the server must reject the reload, and what its log must say.
+    #[serde(flatten)]
+    pub expect: ServerEventExpect,
 }
 
 /// Options every case starts from.
@@ -105,6 +138,10 @@ pub struct CaseDef {
     pub conn: BTreeMap<String, Spanned<String>>,
     /// The canonical expected outcome.
     pub expect: Expect,
+    /// Text the server log must contain among the lines written during this attempt (the
+    /// server's own account: authenticated identity, rejection reason).
+    #[serde(default)]
+    pub server_log: Vec<String>,
     /// Per-backend divergences, each with its reason. The first that matches wins.
     #[serde(rename = "override", default)]
     pub overrides: Vec<Override>,
@@ -150,6 +187,8 @@ pub struct Override {
     pub when: Spanned<Selector>,
     /// What those backends do instead.
     pub expect: Expect,
+    /// Server log text those backends produce instead of the case's `server_log`.
+    pub server_log: Option<Vec<String>>,
     /// Why they differ. Mandatory.
     pub reason: String,
 }

@@ -1,0 +1,84 @@
+//! Bad scenario input fails at load time, naming the file, the line and what was expected.
+
+use pgssl::scenario::load_scenarios;
+use std::path::Path;
+
+fn load_text(body: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certs/pki.toml");
+    let file = dir.path().join("bad.toml");
+    let head = format!(
+        "doc = \"x\"\npki = \"{}\"\n[server]\ncert = \"server-cn-only.crt\"\nkey = \"server-cn-only.key\"\nhba = []\n",
+        pki.display()
+    );
+    std::fs::write(&file, format!("{head}{body}")).unwrap();
+    let err = load_scenarios(std::slice::from_ref(&file)).expect_err("must not load");
+    let text = err.to_string();
+    assert!(text.starts_with(&file.display().to_string()), "{text}");
+    text
+}
+
+#[test]
+fn unknown_key_lists_the_valid_ones() {
+    let text = load_text("\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\nconnn = {}\n");
+    assert!(text.contains(":11:"), "{text}");
+    assert!(
+        text.contains("unknown field `connn`") && text.contains("expected one of"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_error_class_lists_the_classes() {
+    let text = load_text("\n[[case]]\nid = \"a\"\nexpect.failed = \"hostname_mismach\"\n");
+    assert!(text.contains(":10:"), "{text}");
+    assert!(
+        text.contains("hostname_mismatch") && text.contains("expected one of"),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_connection_keyword_is_refused() {
+    let text = load_text(
+        "\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\nconn = { sslmod = \"require\" }\n",
+    );
+    assert!(
+        text.contains(":11:") && text.contains("unknown connection keyword \"sslmod\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn syntax_error_is_located() {
+    let text = load_text("\n[[case]\nid = \"a\"\n");
+    assert!(text.contains(":8:"), "{text}");
+}
+
+#[test]
+fn unknown_selector_fact_is_refused() {
+    let text = load_text(
+        "\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n[[case.override]]\nwhen.client.colour = \"red\"\nexpect.failed = \"io_error\"\nreason = \"r\"\n",
+    );
+    assert!(
+        text.contains("unknown field `colour`") && text.contains("libpq_version"),
+        "{text}"
+    );
+}
+
+#[test]
+fn override_without_reason_is_refused() {
+    let text = load_text(
+        "\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n[[case.override]]\nwhen.client.name = \"libpq\"\nexpect.failed = \"io_error\"\nreason = \" \"\n",
+    );
+    assert!(text.contains("needs a reason"), "{text}");
+}
+
+#[test]
+fn duplicate_case_ids_are_refused() {
+    let text = load_text("\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n");
+    assert!(
+        text.contains(":12:") && text.contains("duplicate case id"),
+        "{text}"
+    );
+}

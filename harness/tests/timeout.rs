@@ -1,0 +1,48 @@
+//! A server that accepts and then says nothing must turn into a `timeout` outcome, promptly,
+//! with every client stack.
+
+use pgssl::client::{attempt, client_by_name, ConnectRequest, CLIENT_NAMES};
+use pgssl::error_class::ErrorClass;
+use pgssl::outcome::Outcome;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_silent_server_becomes_a_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold connections without ever answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for name in CLIENT_NAMES {
+        let client = client_by_name(name).unwrap();
+        let request = ConnectRequest {
+            params: vec![
+                ("host".into(), "localhost".into()),
+                ("hostaddr".into(), "127.0.0.1".into()),
+                ("port".into(), port.to_string()),
+                ("user".into(), "nobody".into()),
+                ("sslmode".into(), "prefer".into()),
+            ],
+            timeout: Duration::from_secs(2),
+        };
+        let start = Instant::now();
+        let outcome = rt.block_on(attempt(client.as_ref(), request));
+        let took = start.elapsed();
+        assert!(
+            matches!(
+                outcome,
+                Outcome::Failed {
+                    class: ErrorClass::Timeout,
+                    ..
+                }
+            ),
+            "{name}: {outcome:?}"
+        );
+        assert!(took < Duration::from_secs(5), "{name} took {took:?}");
+    }
+}
