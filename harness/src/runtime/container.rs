@@ -329,13 +329,21 @@ impl Server for ContainerServer {
         admin.ensure_objects(&setup.roles, &setup.databases)
     }
 
-    /// The container's stderr, where PostgreSQL logs.
     fn log(&self) -> String {
-        let Some(c) = self.container.clone() else {
-            return String::new();
-        };
-        let bytes = docker::block_on(async move { c.stderr_to_vec().await }).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
+        (self.log_source())()
+    }
+
+    /// The container's stderr, where PostgreSQL logs.
+    fn log_source(&self) -> super::LogSource {
+        let c = self.container.clone();
+        std::sync::Arc::new(move || {
+            let Some(c) = c.clone() else {
+                return String::new();
+            };
+            let bytes =
+                docker::block_on(async move { c.stderr_to_vec().await }).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
     }
 }
 
