@@ -27,8 +27,10 @@ struct ImagesFile {
 
 pub fn load(dir: &Path) -> Result<Vec<ImageRecipe>> {
     let path = dir.join("images.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let file: ImagesFile = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let file: ImagesFile =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(file.image)
 }
 
@@ -43,17 +45,28 @@ pub fn build(dir: &Path, names: &[String]) -> Result<()> {
             bail!(
                 "no image recipe {n:?} in {}; known: {}",
                 dir.join("images.toml").display(),
-                recipes.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                recipes
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
-    for r in recipes.iter().filter(|r| names.is_empty() || names.contains(&r.name)) {
+    for r in recipes
+        .iter()
+        .filter(|r| names.is_empty() || names.contains(&r.name))
+    {
         let image = format!("{}/{}", crate::runtime::docker::IMAGE_REPO, r.name);
         if crate::runtime::docker::image_exists(&image) {
             eprintln!("pgssl: image {image} exists");
             continue;
         }
-        eprintln!("pgssl: building {image} from Debian {} ({})", r.suite, r.packages.join(", "));
+        eprintln!(
+            "pgssl: building {image} from Debian {} ({})",
+            r.suite,
+            r.packages.join(", ")
+        );
         let start = Instant::now();
         let status = Command::new("timeout")
             .arg(BUILD_LIMIT_SECS.to_string())
@@ -66,7 +79,10 @@ pub fn build(dir: &Path, names: &[String]) -> Result<()> {
         if !status.success() {
             bail!("building {image} failed ({status})");
         }
-        eprintln!("pgssl: built {image} in {:.0} s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "pgssl: built {image} in {:.0} s",
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

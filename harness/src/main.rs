@@ -285,11 +285,15 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         });
         done.map_err(|e| Infra(e.into()))?;
     }
-    let count = |f: fn(&runner::Verdict) -> bool| results.iter().filter(|r| f(&r.result.verdict)).count();
+    let count =
+        |f: fn(&runner::Verdict) -> bool| results.iter().filter(|r| f(&r.result.verdict)).count();
     let passed = count(|v| matches!(v, runner::Verdict::Pass));
     let failed = count(|v| matches!(v, runner::Verdict::Fail(_)));
     let errors = count(|v| matches!(v, runner::Verdict::Error(_)));
-    println!("{}", pgssl::matrix::render(&config, &case_order, &results, a.all));
+    println!(
+        "{}",
+        pgssl::matrix::render(&config, &case_order, &results, a.all)
+    );
     let div = pgssl::matrix::divergences(&results);
     if !div.is_empty() {
         println!("declared divergences that applied:\n{div}");
@@ -320,7 +324,13 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         wall.as_secs_f64()
     );
     drop(clients);
-    Ok(if errors > 0 { 2 } else if failed > 0 { 1 } else { 0 })
+    Ok(if errors > 0 {
+        2
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
 }
 
 fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
@@ -391,7 +401,9 @@ fn main() {
         Command::Lint { sel, write_docs } => lint(&sel, write_docs),
         Command::Images {
             command: ImagesCommand::Build { recipes, names },
-        } => pgssl::images::build(&recipes, &names).map(|()| 0).map_err(Infra),
+        } => pgssl::images::build(&recipes, &names)
+            .map(|()| 0)
+            .map_err(Infra),
         Command::Matrix {
             config,
             recipes,

@@ -572,8 +572,10 @@ async fn start_failed_outcomes(
                 server: facts.clone(),
                 client: client.facts().clone(),
             };
-            let outcome =
-                Outcome::failed(crate::error_class::ErrorClass::ServerStartFailed, msg.clone());
+            let outcome = Outcome::failed(
+                crate::error_class::ErrorClass::ServerStartFailed,
+                msg.clone(),
+            );
             out.push(evaluate(case, &client.facts().name, &backend, outcome, 0));
         }
     }

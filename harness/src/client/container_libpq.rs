@@ -171,7 +171,9 @@ impl ClientStack for ContainerLibpq {
                     };
                     outcome(code, &out, err.as_bytes())
                 }
-                Ok(Err(e)) => Outcome::failed(ErrorClass::Unclassified, format!("docker exec: {e}")),
+                Ok(Err(e)) => {
+                    Outcome::failed(ErrorClass::Unclassified, format!("docker exec: {e}"))
+                }
                 Err(e) => Outcome::failed(ErrorClass::Unclassified, format!("{e:#}")),
             }
         })

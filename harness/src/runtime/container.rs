@@ -177,7 +177,10 @@ impl Runtime for ContainerRuntime {
             vec![
                 "sh".into(),
                 "-c".into(),
-                format!("exec /usr/lib/postgresql/*/bin/postgres -D {}", data.display()),
+                format!(
+                    "exec /usr/lib/postgresql/*/bin/postgres -D {}",
+                    data.display()
+                ),
             ],
             &[(slot.as_path(), false)],
         )

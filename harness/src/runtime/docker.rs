@@ -136,7 +136,12 @@ pub fn remove_shared(c: std::sync::Arc<ContainerAsync<GenericImage>>) {
 
 /// Runs `sh -c script` in a throwaway container of `image` and returns its stdout; fails with
 /// its stderr when it exits non-zero. Used for facts and initdb.
-pub fn probe(image: &str, script: &str, user: Option<&str>, mounts: &[(&std::path::Path, bool)]) -> Result<String> {
+pub fn probe(
+    image: &str,
+    script: &str,
+    user: Option<&str>,
+    mounts: &[(&std::path::Path, bool)],
+) -> Result<String> {
     let mut req = request(image, vec!["sh".into(), "-c".into(), script.into()], mounts)
         .with_ready_conditions(vec![WaitFor::exit(ExitWaitStrategy::new())]);
     if let Some(u) = user {
@@ -185,7 +190,9 @@ pub fn reap_stale_containers() -> usize {
         let pid: i32 = pid.parse().unwrap_or(0);
         let live = pid > 0
             && crate::cleanup::alive(pid)
-            && crate::cleanup::process_start_time(pid).map(|s| s.to_string()).as_deref()
+            && crate::cleanup::process_start_time(pid)
+                .map(|s| s.to_string())
+                .as_deref()
                 == Some(start);
         if !live {
             stale.push(id.to_string());
