@@ -56,6 +56,11 @@ enum Command {
         /// Regenerate docs/error-classes.md and docs/divergences.md.
         #[arg(long)]
         write_docs: bool,
+        /// Also judge overrides against every backend of this matrix (e.g. ci/matrix.toml):
+        /// an override for another server build or libpq version is stale only if no
+        /// backend there matches it either.
+        #[arg(long)]
+        matrix: Option<PathBuf>,
     },
     /// Server builds as container images (built offline from Debian's packages).
     Images {
@@ -333,7 +338,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     })
 }
 
-fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
+fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     if write_docs {
         let write = |path: &str, body: String| {
@@ -357,6 +362,20 @@ fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
                 server: server.clone(),
                 client: c.facts().clone(),
             });
+        }
+    }
+    if let Some(path) = matrix {
+        let config = pgssl::matrix::MatrixConfig::load(&path).map_err(Infra)?;
+        let matrix_clients = self::clients(&config.clients).map_err(Infra)?;
+        for spec in &config.servers {
+            let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
+            let server = runtime.detect_facts().map_err(Infra)?;
+            for c in &matrix_clients {
+                backends.push(BackendFacts {
+                    server: server.clone(),
+                    client: c.facts().clone(),
+                });
+            }
         }
     }
     let findings = pgssl::lint::stale_overrides(&scenarios, &backends);
@@ -398,7 +417,11 @@ fn main() {
             }
             0
         }),
-        Command::Lint { sel, write_docs } => lint(&sel, write_docs),
+        Command::Lint {
+            sel,
+            write_docs,
+            matrix,
+        } => lint(&sel, write_docs, matrix),
         Command::Images {
             command: ImagesCommand::Build { recipes, names },
         } => pgssl::images::build(&recipes, &names)

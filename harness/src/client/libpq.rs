@@ -348,6 +348,17 @@ pub(crate) fn classify(msg: &str) -> Outcome {
             ErrorClass::IoError,
         ),
         ("SSL SYSCALL error", ErrorClass::IoError),
+        // Texts of newer libpq (17, 18), met through the in-container stacks.
+        (
+            "may not be used with sslrootcert=system",
+            ErrorClass::InvalidOption,
+        ),
+        (
+            "server accepted connection without a valid SSL certificate",
+            ErrorClass::ClientCertNotSent,
+        ),
+        // OpenSSL 3 when the peer closes during the handshake (a pre-17 server and direct TLS).
+        ("unexpected eof while reading", ErrorClass::IoError),
     ];
     if let Some(class) = server_messages::classify(msg) {
         return Outcome::failed(class, msg);
