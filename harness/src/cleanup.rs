@@ -31,6 +31,14 @@ pub fn interrupted() -> Option<i32> {
     }
 }
 static NEXT: AtomicU64 = AtomicU64::new(1);
+/// Set when clean-up began: nothing new may start (a worker mid-start would otherwise create a
+/// container or directory after the clean-up looked).
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether clean-up has begun; starters check it before and after creating anything.
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::SeqCst)
+}
 
 /// Prefix of every run directory under the temp dir.
 pub const RUN_DIR_PREFIX: &str = "pgssl-run-";
@@ -104,6 +112,7 @@ pub fn alive(pid: i32) -> bool {
 
 /// Stops every registered process and removes every registered directory.
 pub fn cleanup_all() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let _one_at_a_time = CLEANING.lock();
     let resources: Vec<Resource> = match REGISTRY.lock() {
         Ok(mut r) => std::mem::take(&mut *r).into_values().collect(),
@@ -123,6 +132,8 @@ pub fn cleanup_all() {
         .collect();
     if !containers.is_empty() {
         crate::runtime::docker::remove_by_id(&containers);
+        // And any this run created but had not registered yet (a start in flight).
+        crate::runtime::docker::remove_own();
     }
     for r in &resources {
         if let Resource::Dir(d) = r {

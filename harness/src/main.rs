@@ -183,7 +183,7 @@ fn run_plan(
     let clients = clients(&sel.clients).map_err(Infra)?;
     let reaped = pgssl::cleanup::reap_stale();
     if reaped > 0 {
-        eprintln!("pgssl: removed {reaped} run directories left by killed runs");
+        eprintln!("pgssl: removed {reaped} containers and run directories left by killed runs");
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| Infra(e.into()))?;
     let mut scenarios = Some(scenarios);

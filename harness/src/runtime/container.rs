@@ -154,6 +154,9 @@ impl Runtime for ContainerRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
+        if cleanup::shutting_down() {
+            bail!("shutting down");
+        }
         let Template {
             data: template,
             owner,

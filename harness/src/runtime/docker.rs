@@ -111,8 +111,16 @@ pub fn request(
 pub fn start(
     req: testcontainers::ContainerRequest<GenericImage>,
 ) -> Result<(ContainerAsync<GenericImage>, crate::cleanup::Registration)> {
+    if crate::cleanup::shutting_down() {
+        bail!("shutting down");
+    }
     let c = block_on(async move { req.start().await }).context("starting a container")?;
     let reg = crate::cleanup::register_container(c.id());
+    if crate::cleanup::shutting_down() {
+        remove_by_id(&[c.id().to_string()]);
+        std::mem::forget(c);
+        bail!("shutting down");
+    }
     Ok((c, reg))
 }
 
@@ -202,6 +210,28 @@ pub fn reap_stale_containers() -> usize {
         remove_by_id(&stale);
     }
     stale.len()
+}
+
+/// Removes every container labelled with this process as its owner.
+pub fn remove_own() {
+    let Ok(out) = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={OWNER_LABEL}={}", owner_value()),
+        ])
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        remove_by_id(&ids);
+    }
 }
 
 /// `docker rm -f -v`: usable from a signal handler's thread, with no async runtime around.
