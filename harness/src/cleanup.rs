@@ -132,9 +132,9 @@ pub fn cleanup_all() {
         .collect();
     if !containers.is_empty() {
         crate::runtime::docker::remove_by_id(&containers);
-        // And any this run created but had not registered yet (a start in flight).
-        crate::runtime::docker::remove_own();
     }
+    // And any this run created but had not registered yet (a start in flight).
+    crate::runtime::docker::remove_own();
     for r in &resources {
         if let Resource::Dir(d) = r {
             std::fs::remove_dir_all(d).ok();

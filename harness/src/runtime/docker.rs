@@ -114,6 +114,7 @@ pub fn start(
     if crate::cleanup::shutting_down() {
         bail!("shutting down");
     }
+    USED.store(true, std::sync::atomic::Ordering::SeqCst);
     let c = block_on(async move { req.start().await }).context("starting a container")?;
     let reg = crate::cleanup::register_container(c.id());
     if crate::cleanup::shutting_down() {
@@ -212,8 +213,14 @@ pub fn reap_stale_containers() -> usize {
     stale.len()
 }
 
-/// Removes every container labelled with this process as its owner.
+/// Whether this process has started a container (so clean-up looks for its own).
+static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Removes every container labelled with this process as its owner, if it started any.
 pub fn remove_own() {
+    if !USED.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let Ok(out) = Command::new("docker")
         .args([
             "ps",
