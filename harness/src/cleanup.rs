@@ -13,6 +13,8 @@ enum Resource {
     Process(i32),
     /// A directory to remove.
     Dir(PathBuf),
+    /// A Docker container id to remove (the container runtime and in-container clients).
+    Container(String),
 }
 
 static REGISTRY: Mutex<BTreeMap<u64, Resource>> = Mutex::new(BTreeMap::new());
@@ -29,6 +31,14 @@ pub fn interrupted() -> Option<i32> {
     }
 }
 static NEXT: AtomicU64 = AtomicU64::new(1);
+/// Set when clean-up began: nothing new may start (a worker mid-start would otherwise create a
+/// container or directory after the clean-up looked).
+static SHUTTING_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether clean-up has begun; starters check it before and after creating anything.
+pub fn shutting_down() -> bool {
+    SHUTTING_DOWN.load(Ordering::SeqCst)
+}
 
 /// Prefix of every run directory under the temp dir.
 pub const RUN_DIR_PREFIX: &str = "pgssl-run-";
@@ -59,6 +69,10 @@ pub fn register_process(pid: i32) -> Registration {
 
 pub fn register_dir(path: &Path) -> Registration {
     register(Resource::Dir(path.to_path_buf()))
+}
+
+pub fn register_container(id: &str) -> Registration {
+    register(Resource::Container(id.to_string()))
 }
 
 /// Stops a process: SIGINT (fast shutdown for PostgreSQL), then SIGQUIT, then SIGKILL.
@@ -98,6 +112,7 @@ pub fn alive(pid: i32) -> bool {
 
 /// Stops every registered process and removes every registered directory.
 pub fn cleanup_all() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let _one_at_a_time = CLEANING.lock();
     let resources: Vec<Resource> = match REGISTRY.lock() {
         Ok(mut r) => std::mem::take(&mut *r).into_values().collect(),
@@ -108,6 +123,18 @@ pub fn cleanup_all() {
             stop_process(*pid, Duration::from_secs(5));
         }
     }
+    let containers: Vec<String> = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Container(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    if !containers.is_empty() {
+        crate::runtime::docker::remove_by_id(&containers);
+    }
+    // And any this run created but had not registered yet (a start in flight).
+    crate::runtime::docker::remove_own();
     for r in &resources {
         if let Resource::Dir(d) = r {
             std::fs::remove_dir_all(d).ok();
@@ -170,7 +197,8 @@ pub fn reap_stale() -> usize {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return 0;
     };
-    let mut reaped = 0;
+    // Containers first: their servers keep files open in the run directories below.
+    let mut reaped = crate::runtime::docker::reap_stale_containers();
     for entry in entries.flatten() {
         let path = entry.path();
         let is_run = path

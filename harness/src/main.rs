@@ -56,6 +56,43 @@ enum Command {
         /// Regenerate docs/error-classes.md, docs/divergences.md and the JSON schemas in docs/schema/.
         #[arg(long)]
         write_docs: bool,
+        /// Also judge overrides against every backend of this matrix (e.g. ci/matrix.toml):
+        /// an override for another server build or libpq version is stale only if no
+        /// backend there matches it either.
+        #[arg(long)]
+        matrix: Option<PathBuf>,
+    },
+    /// Server builds as container images (built offline from Debian's packages).
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+    /// Run every server build of ci/matrix.toml with every client stack; print a case x
+    /// backend table (building missing images first).
+    Matrix {
+        /// The matrix: server builds and client stacks.
+        #[arg(long, default_value = "ci/matrix.toml")]
+        config: PathBuf,
+        /// Image recipes, for images that do not exist yet.
+        #[arg(long, default_value = "ci/images")]
+        recipes: PathBuf,
+        /// Also write every result as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Show every case, not only those where some backend diverged or failed.
+        #[arg(long)]
+        all: bool,
+        /// Only cases whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Scenarios run at once per server build, each on its own server.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Seconds one connection attempt may take.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Scenario files or directories (default: scenarios/).
+        scenarios: Vec<PathBuf>,
     },
     /// One NSS connection attempt in a process of its own (used by the nss client stack).
     #[command(hide = true)]
@@ -68,6 +105,17 @@ enum Command {
         /// The PKI spec (default: certs/pki.toml).
         #[arg(long, default_value = "certs/pki.toml")]
         spec: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build the named images (default: all of ci/images/images.toml) that do not exist yet.
+    Build {
+        /// Directory of images.toml and build-image.
+        #[arg(long, default_value = "ci/images")]
+        recipes: PathBuf,
+        names: Vec<String>,
     },
 }
 
@@ -138,7 +186,7 @@ fn run_plan(
     let clients = clients(&sel.clients).map_err(Infra)?;
     let reaped = pgssl::cleanup::reap_stale();
     if reaped > 0 {
-        eprintln!("pgssl: removed {reaped} run directories left by killed runs");
+        eprintln!("pgssl: removed {reaped} containers and run directories left by killed runs");
     }
     let rt = tokio::runtime::Runtime::new().map_err(|e| Infra(e.into()))?;
     let mut scenarios = Some(scenarios);
@@ -172,7 +220,128 @@ fn run_plan(
     Ok(code)
 }
 
-fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
+struct MatrixArgs {
+    config: PathBuf,
+    recipes: PathBuf,
+    json: Option<PathBuf>,
+    all: bool,
+    filter: Option<String>,
+    jobs: usize,
+    timeout: u64,
+    scenarios: Vec<PathBuf>,
+}
+
+fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
+    use pgssl::matrix::{MatrixConfig, MatrixResult};
+    let started = std::time::Instant::now();
+    let config = MatrixConfig::load(&a.config).map_err(Infra)?;
+    let case_order: Vec<String> = load(&a.scenarios)
+        .map_err(Infra)?
+        .iter()
+        .flat_map(|s| s.cases.iter().map(|c| c.id.clone()))
+        .collect();
+    let reaped = pgssl::cleanup::reap_stale();
+    if reaped > 0 {
+        eprintln!("pgssl: removed {reaped} containers and run directories left by killed runs");
+    }
+    // Images of every server build and of every in-container client stack.
+    let mut builds: Vec<String> = config
+        .servers
+        .iter()
+        .filter(|s| s.as_str() != "local")
+        .cloned()
+        .collect();
+    for c in &config.clients {
+        if let Some(b) = c.strip_prefix("libpq:") {
+            if !builds.iter().any(|x| x == b) {
+                builds.push(b.to_string());
+            }
+        }
+    }
+    if !builds.is_empty() {
+        pgssl::images::build(&a.recipes, &builds).map_err(Infra)?;
+    }
+    let images_done = started.elapsed();
+    let clients = clients(&config.clients).map_err(Infra)?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| Infra(e.into()))?;
+    let mut results: Vec<MatrixResult> = Vec::new();
+    let mut human = HumanReporter::new(false);
+    for spec in &config.servers {
+        eprintln!("pgssl: matrix: server build {spec}");
+        let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
+        let plan = Plan {
+            scenarios: load(&a.scenarios).map_err(Infra)?,
+            runtime,
+            clients: clients.clone(),
+            filter: a.filter.clone(),
+            jobs: a.jobs,
+            timeout: Duration::from_secs(a.timeout),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let done = rt.block_on(async {
+            let handle = tokio::spawn(runner::run(plan, tx));
+            while let Some(ev) = rx.recv().await {
+                human.event(&ev);
+                if let runner::Event::CaseFinished(r) = ev {
+                    results.push(MatrixResult {
+                        server: spec.clone(),
+                        result: *r,
+                    });
+                }
+            }
+            handle.await
+        });
+        done.map_err(|e| Infra(e.into()))?;
+    }
+    let count =
+        |f: fn(&runner::Verdict) -> bool| results.iter().filter(|r| f(&r.result.verdict)).count();
+    let passed = count(|v| matches!(v, runner::Verdict::Pass));
+    let failed = count(|v| matches!(v, runner::Verdict::Fail(_)));
+    let errors = count(|v| matches!(v, runner::Verdict::Error(_)));
+    println!(
+        "{}",
+        pgssl::matrix::render(&config, &case_order, &results, a.all)
+    );
+    let div = pgssl::matrix::divergences(&results);
+    if !div.is_empty() {
+        println!("declared divergences that applied:\n{div}");
+    }
+    let fails = pgssl::matrix::failures(&results);
+    if !fails.is_empty() {
+        println!("failures and errors:\n{fails}");
+    }
+    let wall = started.elapsed();
+    if let Some(path) = &a.json {
+        let report = pgssl::matrix::MatrixReport {
+            config: &config,
+            backends: pgssl::matrix::backends(&config),
+            passed,
+            failed,
+            errors,
+            wall_millis: wall.as_millis(),
+            results: &results,
+        };
+        let body = serde_json::to_string_pretty(&report).map_err(|e| Infra(e.into()))?;
+        std::fs::write(path, body)
+            .with_context(|| format!("writing {}", path.display()))
+            .map_err(Infra)?;
+    }
+    println!(
+        "matrix: {passed} passed, {failed} failed, {errors} errors; images {:.0} s, wall {:.0} s",
+        images_done.as_secs_f64(),
+        wall.as_secs_f64()
+    );
+    drop(clients);
+    Ok(if errors > 0 {
+        2
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     if write_docs {
         let write = |path: &str, body: String| {
@@ -203,6 +372,20 @@ fn lint(sel: &Selection, write_docs: bool) -> Result<i32, Infra> {
                 server: server.clone(),
                 client: c.facts().clone(),
             });
+        }
+    }
+    if let Some(path) = matrix {
+        let config = pgssl::matrix::MatrixConfig::load(&path).map_err(Infra)?;
+        let matrix_clients = self::clients(&config.clients).map_err(Infra)?;
+        for spec in &config.servers {
+            let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
+            let server = runtime.detect_facts().map_err(Infra)?;
+            for c in &matrix_clients {
+                backends.push(BackendFacts {
+                    server: server.clone(),
+                    client: c.facts().clone(),
+                });
+            }
         }
     }
     let findings = pgssl::lint::stale_overrides(&scenarios, &backends);
@@ -250,8 +433,36 @@ fn main() {
             }
             0
         }),
-        Command::Lint { sel, write_docs } => lint(&sel, write_docs),
         Command::NssAttempt => Ok(pgssl::client::nss_attempt_main()),
+        Command::Lint {
+            sel,
+            write_docs,
+            matrix,
+        } => lint(&sel, write_docs, matrix),
+        Command::Images {
+            command: ImagesCommand::Build { recipes, names },
+        } => pgssl::images::build(&recipes, &names)
+            .map(|()| 0)
+            .map_err(Infra),
+        Command::Matrix {
+            config,
+            recipes,
+            json,
+            all,
+            filter,
+            jobs,
+            timeout,
+            scenarios,
+        } => matrix(MatrixArgs {
+            config,
+            recipes,
+            json,
+            all,
+            filter,
+            jobs,
+            timeout,
+            scenarios,
+        }),
         Command::Certs { out, spec } => (|| -> Result<i32> {
             let spec = pgssl::pki::PkiSpec::load(&spec)?;
             let dir = spec.materialize(&pgssl::pki::cache_root())?;

@@ -485,7 +485,10 @@ async fn run_scenario(
             *slot = server;
             reused
         }
-        Ok((Err(e), _)) => return error(format!("server for {}: {e:#}", scenario.path.display())),
+        Ok((Err(e), _)) => {
+            let msg = format!("server for {}: {e:#}", scenario.path.display());
+            return start_failed_outcomes(plan, cases, msg, error).await;
+        }
         Err(e) => return error(format!("server setup panicked: {e}")),
     };
     let mut results = Vec::new();
@@ -557,6 +560,37 @@ async fn run_scenario(
         .await;
     results.extend(attempted);
     results
+}
+
+/// A server that did not start is each case's outcome (`server_start_failed`), judged with the
+/// build's statically detected facts: a version that lacks a setting or hba option the file
+/// uses refuses to start, and that is a divergence overrides declare, not a harness error.
+async fn start_failed_outcomes(
+    plan: &Arc<Plan>,
+    cases: &[&Case],
+    msg: String,
+    error: impl Fn(String) -> Vec<CaseResult>,
+) -> Vec<CaseResult> {
+    let runtime = plan.runtime.clone();
+    let facts = match tokio::task::spawn_blocking(move || runtime.detect_facts()).await {
+        Ok(Ok(f)) => f,
+        _ => return error(msg),
+    };
+    let mut out = Vec::new();
+    for case in cases {
+        for client in &plan.clients {
+            let backend = BackendFacts {
+                server: facts.clone(),
+                client: client.facts().clone(),
+            };
+            let outcome = Outcome::failed(
+                crate::error_class::ErrorClass::ServerStartFailed,
+                msg.clone(),
+            );
+            out.push(evaluate(case, &client.facts().name, &backend, outcome, 0));
+        }
+    }
+    out
 }
 
 /// `[startup] fails = true`: a fresh server with this configuration must refuse to start.

@@ -164,7 +164,7 @@ impl Conn {
 
 /// libpq would otherwise read ~/.postgresql/{postgresql.crt,postgresql.key,root.crt,root.crl},
 /// ~/.pgpass and try GSSAPI first: pin all of that down unless the case sets it.
-const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
+pub(crate) const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
     (
         "sslcert",
         "/nonexistent/pgssl-home/.postgresql/postgresql.crt",
@@ -295,7 +295,8 @@ fn session(conn: &Conn, deadline: Instant) -> Result<Session, Outcome> {
 }
 
 /// libpq's messages (OpenSSL-backed) to classes. Unknown text stays `unclassified`.
-fn classify(msg: &str) -> Outcome {
+/// Maps a libpq error message to an outcome; shared with the in-container libpq (psql).
+pub(crate) fn classify(msg: &str) -> Outcome {
     const TABLE: &[(&str, ErrorClass)] = &[
         (
             "server does not support SSL, but SSL was required",
@@ -347,6 +348,17 @@ fn classify(msg: &str) -> Outcome {
             ErrorClass::IoError,
         ),
         ("SSL SYSCALL error", ErrorClass::IoError),
+        // Texts of newer libpq (17, 18), met through the in-container stacks.
+        (
+            "may not be used with sslrootcert=system",
+            ErrorClass::InvalidOption,
+        ),
+        (
+            "server accepted connection without a valid SSL certificate",
+            ErrorClass::ClientCertNotSent,
+        ),
+        // OpenSSL 3 when the peer closes during the handshake (a pre-17 server and direct TLS).
+        ("unexpected eof while reading", ErrorClass::IoError),
     ];
     if let Some(class) = server_messages::classify(msg) {
         return Outcome::failed(class, msg);

@@ -2,6 +2,7 @@
 //! options, bounds every attempt by a deadline and judges the outcome; an adapter only
 //! connects, runs [`crate::outcome::SESSION_QUERY`] and maps its native errors to classes.
 
+mod container_libpq;
 mod libpq;
 mod native_tls;
 mod nss;
@@ -9,6 +10,7 @@ mod nss_ffi;
 mod rustls;
 mod server_messages;
 
+pub use container_libpq::ContainerLibpq;
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
 pub use nss::{child_main as nss_attempt_main, Nss};
@@ -59,8 +61,12 @@ pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
         "native-tls" => Arc::new(NativeTls::new()),
         "rustls" => Arc::new(Rustls::new()),
         "nss" => Arc::new(Nss::new()),
+        // libpq of a server build, inside a container of its image.
+        other if other.starts_with(container_libpq::PREFIX) => Arc::new(ContainerLibpq::new(
+            &other[container_libpq::PREFIX.len()..],
+        )?),
         other => anyhow::bail!(
-            "unknown client stack {other:?}; expected one of: {}",
+            "unknown client stack {other:?}; expected one of: {}, or libpq:<server build>",
             CLIENT_NAMES.join(", ")
         ),
     })

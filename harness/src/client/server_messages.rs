@@ -31,8 +31,11 @@ pub fn classify(msg: &str) -> Option<ErrorClass> {
         ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
     ];
     let (_, class) = TABLE.iter().find(|(needle, _)| msg.contains(needle))?;
-    // A hostssl-only pg_hba.conf turns unencrypted connections away with this suffix.
-    if *class == ErrorClass::HbaRejected && msg.contains("no encryption") {
+    // A hostssl-only pg_hba.conf turns unencrypted connections away with this suffix
+    // (PostgreSQL 14+; 13 and older say "SSL off").
+    if *class == ErrorClass::HbaRejected
+        && (msg.contains("no encryption") || msg.contains("SSL off"))
+    {
         return Some(ErrorClass::SslRequired);
     }
     Some(*class)

@@ -95,7 +95,7 @@ fn server_owner() -> Result<Option<(u32, u32)>> {
     Ok(Some(unsafe { ((*pw).pw_uid, (*pw).pw_gid) }))
 }
 
-fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+pub(super) fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     let Some((uid, gid)) = owner else {
         return Ok(());
     };
@@ -109,7 +109,7 @@ fn chown_tree(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
-fn free_port(ipv6: bool) -> Result<u16> {
+pub(super) fn free_port(ipv6: bool) -> Result<u16> {
     for _ in 0..50 {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = l.local_addr()?.port();
@@ -326,7 +326,7 @@ impl Runtime for LocalRuntime {
 }
 
 /// Writes pgssl.conf, pg_hba.conf, pg_ident.conf and the scenario's files.
-fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Result<()> {
+pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Result<()> {
     let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
     let listen = if setup.ipv6 {
         "127.0.0.1,::1"

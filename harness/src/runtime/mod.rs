@@ -1,9 +1,12 @@
 //! Runtimes start server builds. One trait; `local` runs the machine's own PostgreSQL.
 
 mod admin;
+mod container;
+pub mod docker;
 mod local;
 
 pub use admin::Admin;
+pub use container::ContainerRuntime;
 pub use local::LocalRuntime;
 
 use crate::facts::ServerFacts;
@@ -69,6 +72,7 @@ pub fn runtime_by_spec(
 ) -> Result<std::sync::Arc<dyn Runtime>> {
     match spec {
         "local" => Ok(std::sync::Arc::new(LocalRuntime::discover(pg_bindir)?)),
-        other => anyhow::bail!("unknown server build {other:?}; expected: local"),
+        // Any other name is a server build in a container: image pgssl/<name> (ci/images/).
+        build => Ok(std::sync::Arc::new(ContainerRuntime::new(build)?)),
     }
 }

@@ -50,6 +50,11 @@ impl Condition {
     /// Ordering comparisons and equality on `*_version` facts compare versions; equality on
     /// other facts compares text.
     fn holds(&self, fact: &str, is_version: bool) -> bool {
+        // A stack without the component (no libpq in native-tls) has no version: it is not
+        // "libpq < 16", so only `!=` holds for it.
+        if is_version && fact.is_empty() {
+            return self.op == Op::Ne;
+        }
         let ord = if is_version {
             compare_versions(fact, &self.value)
         } else if fact == self.value {

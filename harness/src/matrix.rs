@@ -1,0 +1,166 @@
+//! `pgssl matrix`: every server build of `ci/matrix.toml` with every client stack, over all
+//! scenarios, as a case × backend table. A cell says whether the canonical expectation held
+//! (`.`), a declared override held (`o`: this backend diverges, with a reason), or the case
+//! failed (`F`) or could not run (`E`). Results also go to JSON.
+
+use crate::runner::{CaseResult, Verdict};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+/// What the matrix runs: the cross product of server builds and client stacks.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// `--server` specs: `local` or a server build with an image under ci/images/.
+    pub servers: Vec<String>,
+    /// Client stack names (`libpq`, `native-tls`, `libpq:<build>`, ...).
+    pub clients: Vec<String>,
+}
+
+impl MatrixConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// One result of the matrix: the server spec it ran on, and the result.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixResult {
+    pub server: String,
+    #[serde(flatten)]
+    pub result: CaseResult,
+}
+
+impl MatrixResult {
+    pub fn backend(&self) -> String {
+        format!("{}@{}", self.result.client, self.server)
+    }
+}
+
+/// The whole run, as written to JSON.
+#[derive(Debug, Serialize)]
+pub struct MatrixReport<'a> {
+    pub config: &'a MatrixConfig,
+    pub backends: Vec<String>,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub wall_millis: u128,
+    pub results: &'a [MatrixResult],
+}
+
+fn cell(r: &CaseResult) -> char {
+    match (&r.verdict, &r.override_reason) {
+        (Verdict::Pass, None) => '.',
+        (Verdict::Pass, Some(_)) => 'o',
+        (Verdict::Fail(_), _) => 'F',
+        (Verdict::Error(_), _) => 'E',
+    }
+}
+
+/// Backend labels in matrix order (servers outer, clients inner).
+pub fn backends(config: &MatrixConfig) -> Vec<String> {
+    config
+        .servers
+        .iter()
+        .flat_map(|s| config.clients.iter().map(move |c| (s, c)))
+        .map(|(s, c)| format!("{c}@{s}"))
+        .collect()
+}
+
+/// The table: a legend numbering the backends, then one row per case in `case_order`. Rows
+/// where every backend held the canonical expectation are left out unless `all_rows`.
+pub fn render(
+    config: &MatrixConfig,
+    case_order: &[String],
+    results: &[MatrixResult],
+    all_rows: bool,
+) -> String {
+    let cols = backends(config);
+    let mut cells: BTreeMap<(&str, String), char> = BTreeMap::new();
+    for r in results {
+        cells.insert((r.result.case.as_str(), r.backend()), cell(&r.result));
+    }
+    let width = case_order.iter().map(|c| c.len()).max().unwrap_or(4).max(4);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "backends ('.' canonical held, 'o' declared override held, 'F' failed, 'E' error):"
+    );
+    for (i, b) in cols.iter().enumerate() {
+        let _ = writeln!(out, "  {:>2} {b}", i + 1);
+    }
+    let _ = write!(out, "{:width$} ", "case");
+    for i in 0..cols.len() {
+        let _ = write!(out, "{}", (i + 1) % 10);
+    }
+    out.push('\n');
+    let mut hidden = 0;
+    for case in case_order {
+        let row: String = cols
+            .iter()
+            .map(|b| *cells.get(&(case.as_str(), b.clone())).unwrap_or(&' '))
+            .collect();
+        if !all_rows && row.chars().all(|c| c == '.') {
+            hidden += 1;
+            continue;
+        }
+        let _ = writeln!(out, "{case:width$} {row}");
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "({hidden} cases where every backend held the canonical expectation are not shown; --all shows them)"
+        );
+    }
+    out
+}
+
+/// One line per declared divergence that applied: case, selector, reason, backends.
+pub fn divergences(results: &[MatrixResult]) -> String {
+    let mut by: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
+    for r in results {
+        if let (Verdict::Pass, Some(reason)) = (&r.result.verdict, &r.result.override_reason) {
+            by.entry((
+                r.result.case.clone(),
+                r.result.override_selector.clone().unwrap_or_default(),
+                reason.clone(),
+            ))
+            .or_default()
+            .push(r.backend());
+        }
+    }
+    let mut out = String::new();
+    for ((case, sel, reason), b) in by {
+        let _ = writeln!(out, "{case}: {sel} — {reason} [{}]", b.join(", "));
+    }
+    out
+}
+
+/// Failures and errors with what was expected and what happened.
+pub fn failures(results: &[MatrixResult]) -> String {
+    let mut out = String::new();
+    for r in results {
+        let why = match &r.result.verdict {
+            Verdict::Pass => continue,
+            Verdict::Fail(w) | Verdict::Error(w) => w,
+        };
+        let _ = writeln!(out, "{} [{}]: {why}", r.result.case, r.backend());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_parses_and_orders_backends() {
+        let c: super::MatrixConfig =
+            toml::from_str("servers = [\"a\", \"b\"]\nclients = [\"x\", \"y\"]").unwrap();
+        assert_eq!(super::backends(&c), ["x@a", "y@a", "x@b", "y@b"]);
+    }
+}
