@@ -90,3 +90,33 @@ pub fn openssl_version() -> String {
         .unwrap_or("unknown")
         .to_string()
 }
+
+/// Runs [`SESSION_QUERY`](crate::outcome::SESSION_QUERY) over an established tokio-postgres
+/// session, then closes it: the shared tail of every stack built on tokio-postgres.
+pub(crate) async fn tokio_postgres_session<R: Send + 'static>(
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<R>,
+    classify: impl Fn(&tokio_postgres::Error) -> Outcome,
+) -> Result<crate::outcome::Session, Outcome> {
+    let rows = client
+        .simple_query(crate::outcome::SESSION_QUERY)
+        .await
+        .map_err(|e| classify(&e));
+    drop(client);
+    driver.abort();
+    let row = rows?
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
+        })?;
+    crate::outcome::Session::from_row(&row)
+        .map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+}

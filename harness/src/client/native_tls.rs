@@ -6,14 +6,13 @@
 use super::{server_messages, ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
-use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use crate::outcome::{Outcome, Session};
 use futures_util::future::BoxFuture;
 use native_tls::{Certificate, Identity, TlsConnector};
 use postgres_native_tls::MakeTlsConnector;
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
-use tokio_postgres::SimpleQueryMessage;
 
 /// Options this stack takes from the request itself rather than from the conninfo string.
 const TLS_KEYS: &[&str] = &[
@@ -138,27 +137,7 @@ async fn connect(
         .connect(MakeTlsConnector::new(connector))
         .await
         .map_err(|e| classify(&e))?;
-    let driver = tokio::spawn(connection);
-    let rows = client
-        .simple_query(SESSION_QUERY)
-        .await
-        .map_err(|e| classify(&e));
-    drop(client);
-    driver.abort();
-    let row = rows?
-        .into_iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("").to_string())
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
-        })?;
-    Session::from_row(&row).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+    super::tokio_postgres_session(client, tokio::spawn(connection), classify).await
 }
 
 /// The connector a postgres-native-tls user would build from these options.

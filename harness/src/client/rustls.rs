@@ -7,7 +7,7 @@
 use super::{server_messages, ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
-use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use crate::outcome::{Outcome, Session};
 use futures_util::future::BoxFuture;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
-use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Options this stack takes from the request itself rather than from the conninfo string.
@@ -190,27 +189,7 @@ async fn connect(
         .connect(MakeConnect(MakeRustlsConnect::new((*tls).clone())))
         .await
         .map_err(|e| classify(&e))?;
-    let driver = tokio::spawn(connection);
-    let rows = client
-        .simple_query(SESSION_QUERY)
-        .await
-        .map_err(|e| classify(&e));
-    drop(client);
-    driver.abort();
-    let row = rows?
-        .into_iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).unwrap_or("").to_string())
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            Outcome::failed(ErrorClass::Unclassified, "session query returned no row")
-        })?;
-    Session::from_row(&row).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
+    super::tokio_postgres_session(client, tokio::spawn(connection), classify).await
 }
 
 fn provider() -> Arc<CryptoProvider> {
