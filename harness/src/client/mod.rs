@@ -120,3 +120,45 @@ pub(crate) async fn tokio_postgres_session<R: Send + 'static>(
     crate::outcome::Session::from_row(&row)
         .map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
 }
+
+/// A tokio-postgres error's whole chain as one line, as a user would see it logged.
+pub(crate) fn error_chain(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        src = s.source();
+    }
+    text
+}
+
+/// What tokio-postgres itself reports, whichever TLS stack sits under it.
+pub(crate) const DRIVER_ERRORS: &[(&str, ErrorClass)] = &[
+    ("channel binding", ErrorClass::ChannelBinding),
+    ("invalid connection string", ErrorClass::InvalidOption),
+    ("invalid configuration", ErrorClass::InvalidOption),
+    ("unknown option", ErrorClass::InvalidOption),
+    ("invalid value for option", ErrorClass::InvalidOption),
+    ("password missing", ErrorClass::AuthFailed),
+    ("timeout", ErrorClass::Timeout),
+    ("connection refused", ErrorClass::IoError),
+    ("connection closed", ErrorClass::IoError),
+    ("connection reset by peer", ErrorClass::IoError),
+    ("unexpected EOF", ErrorClass::IoError),
+];
+
+/// The class of the first needle (from the tables, in order) found in `raw`, ignoring case:
+/// libraries change the case of their reasons between versions. `unclassified` otherwise.
+pub(crate) fn classify_text(raw: &str, tables: &[&[(&str, ErrorClass)]]) -> ErrorClass {
+    let lower = raw.to_lowercase();
+    tables
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|(needle, _)| lower.contains(&needle.to_lowercase()))
+        .map_or(ErrorClass::Unclassified, |(_, c)| *c)
+}

@@ -11,7 +11,6 @@ use futures_util::future::BoxFuture;
 use native_tls::{Certificate, Identity, TlsConnector};
 use postgres_native_tls::MakeTlsConnector;
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 
 /// Options this stack takes from the request itself rather than from the conninfo string.
@@ -200,24 +199,9 @@ fn build_connector(
     })
 }
 
-/// The whole error chain as one line, as a user would see it logged.
-fn chain(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        src = s.source();
-    }
-    text
-}
-
 /// tokio-postgres / native-tls / OpenSSL errors to classes.
 fn classify(e: &tokio_postgres::Error) -> Outcome {
-    let raw = chain(e);
+    let raw = super::error_chain(e);
     if let Some(db) = e.as_db_error() {
         if let Some(class) = server_messages::classify(db.message()) {
             return Outcome::failed(class, raw);
@@ -239,23 +223,7 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ("unsupported protocol", ErrorClass::ProtocolVersion),
         ("alert protocol version", ErrorClass::ProtocolVersion),
         ("no protocols available", ErrorClass::ProtocolVersion),
-        ("channel binding", ErrorClass::ChannelBinding),
-        ("invalid connection string", ErrorClass::InvalidOption),
-        ("invalid configuration", ErrorClass::InvalidOption),
-        ("unknown option", ErrorClass::InvalidOption),
-        ("invalid value for option", ErrorClass::InvalidOption),
-        ("password missing", ErrorClass::AuthFailed),
-        ("timeout", ErrorClass::Timeout),
-        ("connection refused", ErrorClass::IoError),
-        ("connection closed", ErrorClass::IoError),
-        ("connection reset by peer", ErrorClass::IoError),
-        ("unexpected EOF", ErrorClass::IoError),
     ];
-    // OpenSSL's verify reasons change case between versions; match without it.
-    let lower = raw.to_lowercase();
-    let class = TABLE
-        .iter()
-        .find(|(needle, _)| lower.contains(&needle.to_lowercase()))
-        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    let class = super::classify_text(&raw, &[TABLE, super::DRIVER_ERRORS]);
     Outcome::failed(class, raw)
 }

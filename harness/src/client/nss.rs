@@ -785,39 +785,12 @@ fn classify_nss(raw: String) -> ChildResult {
 
 /// tokio-postgres errors (after the handshake, or without TLS) to classes.
 fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
-    use std::error::Error as _;
-    let mut raw = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let part = s.to_string();
-        if !raw.contains(&part) {
-            raw.push_str(": ");
-            raw.push_str(&part);
-        }
-        src = s.source();
-    }
+    let raw = super::error_chain(e);
     if let Some(db) = e.as_db_error() {
         if let Some(class) = server_messages::classify(db.message()) {
             return failed(class, raw);
         }
     }
-    const TABLE: &[(&str, ErrorClass)] = &[
-        ("channel binding", ErrorClass::ChannelBinding),
-        ("invalid connection string", ErrorClass::InvalidOption),
-        ("invalid configuration", ErrorClass::InvalidOption),
-        ("unknown option", ErrorClass::InvalidOption),
-        ("invalid value for option", ErrorClass::InvalidOption),
-        ("password missing", ErrorClass::AuthFailed),
-        ("timeout", ErrorClass::Timeout),
-        ("connection refused", ErrorClass::IoError),
-        ("connection closed", ErrorClass::IoError),
-        ("connection reset by peer", ErrorClass::IoError),
-        ("unexpected EOF", ErrorClass::IoError),
-    ];
-    let lower = raw.to_lowercase();
-    let class = TABLE
-        .iter()
-        .find(|(n, _)| lower.contains(&n.to_lowercase()))
-        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    let class = super::classify_text(&raw, &[super::DRIVER_ERRORS]);
     failed(class, raw)
 }

@@ -523,21 +523,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for LastWords<S> {
     }
 }
 
-/// The whole error chain as one line, as a user would see it logged.
-fn chain(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        src = s.source();
-    }
-    text
-}
-
 /// The rustls error inside a tokio-postgres error, if the handshake produced one.
 fn rustls_error(e: &tokio_postgres::Error) -> Option<&rustls::Error> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
@@ -587,7 +572,7 @@ fn classify_rustls(e: &rustls::Error) -> Option<ErrorClass> {
 
 /// tokio-postgres / rustls errors to classes.
 fn classify(e: &tokio_postgres::Error) -> Outcome {
-    let raw = chain(e);
+    let raw = super::error_chain(e);
     if let Some(db) = e.as_db_error() {
         if let Some(class) = server_messages::classify(db.message()) {
             return Outcome::failed(class, raw);
@@ -601,24 +586,9 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         // rustls turns the host into a ServerName first; text that is neither a DNS name
         // nor an IP address it accepts is refused before any byte is sent.
         ("invalid dns name", ErrorClass::InvalidOption),
-        ("channel binding", ErrorClass::ChannelBinding),
-        ("invalid connection string", ErrorClass::InvalidOption),
-        ("invalid configuration", ErrorClass::InvalidOption),
-        ("unknown option", ErrorClass::InvalidOption),
-        ("invalid value for option", ErrorClass::InvalidOption),
-        ("password missing", ErrorClass::AuthFailed),
-        ("timeout", ErrorClass::Timeout),
-        ("connection refused", ErrorClass::IoError),
-        ("connection closed", ErrorClass::IoError),
-        ("connection reset by peer", ErrorClass::IoError),
         ("tls handshake eof", ErrorClass::IoError),
-        ("unexpected EOF", ErrorClass::IoError),
     ];
-    let lower = raw.to_lowercase();
-    let class = TABLE
-        .iter()
-        .find(|(needle, _)| lower.contains(&needle.to_lowercase()))
-        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+    let class = super::classify_text(&raw, &[TABLE, super::DRIVER_ERRORS]);
     Outcome::failed(class, raw)
 }
 
