@@ -152,14 +152,7 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
         ("ssl_crl_dir", "crldir", &s.crl_dir),
     ] {
         match value {
-            Some(name) => {
-                setup
-                    .files
-                    .push((file.to_string(), pki.path(name.get_ref())));
-                setup
-                    .settings
-                    .push((setting.into(), format!("pgssl/{file}")));
-            }
+            Some(name) => place_file(&mut setup, setting, file, pki.path(name.get_ref())),
             None => setup.settings.push((setting.into(), String::new())),
         }
     }
@@ -344,6 +337,16 @@ pub fn server_event(
     }
 }
 
+/// Installs `source` as `pgssl/<file>` in the data directory and points `setting` at it,
+/// replacing an earlier file of that name.
+fn place_file(setup: &mut ServerSetup, setting: &str, file: &str, source: std::path::PathBuf) {
+    setup.files.retain(|(f, _)| f != file);
+    setup.files.push((file.to_string(), source));
+    setup
+        .settings
+        .push((setting.into(), format!("pgssl/{file}")));
+}
+
 /// The setup after a scenario's `[reload]` changes.
 pub fn reload_setup(scenario: &Scenario, pki: &PkiDir) -> Option<ServerSetup> {
     let reload = scenario.reload.as_ref()?;
@@ -353,13 +356,7 @@ pub fn reload_setup(scenario: &Scenario, pki: &PkiDir) -> Option<ServerSetup> {
         ("ssl_key_file", "server.key", &reload.key),
     ] {
         if let Some(name) = value {
-            setup.files.retain(|(f, _)| f != file);
-            setup
-                .files
-                .push((file.to_string(), pki.path(name.get_ref())));
-            setup
-                .settings
-                .push((setting.into(), format!("pgssl/{file}")));
+            place_file(&mut setup, setting, file, pki.path(name.get_ref()));
         }
     }
     setup
