@@ -1,7 +1,7 @@
 //! What a connection attempt produced, normalised, and how it is judged against an expectation.
 
 use crate::error_class::ErrorClass;
-use crate::scenario::{Expect, SessionExpect};
+use crate::scenario::{Expect, QueryResult, SessionExpect, QUERY_QUOTE};
 use serde::Serialize;
 
 /// The SQL every connected attempt runs: what the server recorded about this session.
@@ -9,6 +9,20 @@ pub const SESSION_QUERY: &str =
     "SELECT s.ssl::text, coalesce(s.version, ''), coalesce(s.cipher, ''), \
      coalesce(s.client_dn, ''), coalesce(s.issuer_dn, ''), coalesce(s.client_serial::text, ''), \
      current_user::text FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()";
+
+/// [`SESSION_QUERY`] with one more column per case query: `pgssl_try()` (installed in every
+/// database by the runtime) runs it in this session and reports its value, NULL or SQLSTATE,
+/// so a failing query does not abort the session query.
+pub fn session_sql(queries: &[String]) -> String {
+    if queries.is_empty() {
+        return SESSION_QUERY.to_string();
+    }
+    let extra: String = queries
+        .iter()
+        .map(|q| format!(", public.pgssl_try({QUERY_QUOTE}{q}{QUERY_QUOTE})"))
+        .collect();
+    SESSION_QUERY.replacen(" FROM pg_stat_ssl", &format!("{extra} FROM pg_stat_ssl"), 1)
+}
 
 /// A session as the server saw it (pg_stat_ssl for this backend).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -20,17 +34,24 @@ pub struct Session {
     pub issuer_dn: String,
     pub client_serial: String,
     pub user: String,
+    /// Results of the case's queries, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queries: Vec<QueryResult>,
 }
 
 impl Session {
     /// Builds a session from the text columns of [`SESSION_QUERY`], in order.
     pub fn from_row(cols: &[String]) -> Result<Self, String> {
-        if cols.len() != 7 {
+        if cols.len() < 7 {
             return Err(format!(
-                "session query returned {} columns, expected 7",
+                "session query returned {} columns, expected at least 7",
                 cols.len()
             ));
         }
+        let queries = cols[7..]
+            .iter()
+            .map(|c| QueryResult::from_wire(c).ok_or_else(|| format!("pgssl_try gave {c:?}")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Session {
             ssl: cols[0] == "true" || cols[0] == "t",
             tls_version: cols[1].clone(),
@@ -39,6 +60,7 @@ impl Session {
             issuer_dn: cols[4].clone(),
             client_serial: cols[5].clone(),
             user: cols[6].clone(),
+            queries,
         })
     }
 }
@@ -133,6 +155,13 @@ fn judge_session(want: &SessionExpect, got: &Session) -> Result<(), String> {
     check("client_dn", want.client_dn.as_deref(), &got.client_dn);
     check("issuer_dn", want.issuer_dn.as_deref(), &got.issuer_dn);
     check("user", want.user.as_deref(), &got.user);
+    for (i, q) in want.query.iter().enumerate() {
+        match got.queries.get(i) {
+            Some(r) if *r == q.result => {}
+            Some(r) => wrong.push(format!("query {:?}: expected {}, got {r}", q.sql, q.result)),
+            None => wrong.push(format!("query {:?}: no result", q.sql)),
+        }
+    }
     if wrong.is_empty() {
         Ok(())
     } else {
@@ -210,6 +239,30 @@ mod tests {
             ..Default::default()
         };
         assert!(judge(&Expect::Connected(want), &Outcome::Connected(Box::new(got))).is_err());
+    }
+
+    #[test]
+    fn case_queries_become_columns_and_results() {
+        let sql = session_sql(&["SELECT ssl_is_used()".into()]);
+        assert!(sql.contains(
+            ", public.pgssl_try($pgssl_q$SELECT ssl_is_used()$pgssl_q$) FROM pg_stat_ssl"
+        ));
+        let mut row: Vec<String> = ["t", "TLSv1.3", "", "", "", "", "u"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        row.extend(["value true".into(), "null".into(), "error 22023".into()]);
+        let s = Session::from_row(&row).unwrap();
+        assert_eq!(
+            s.queries,
+            vec![
+                QueryResult::Returns("true".into()),
+                QueryResult::Null,
+                QueryResult::Error("22023".into())
+            ]
+        );
+        row.push("garbage".into());
+        assert!(Session::from_row(&row).is_err());
     }
 
     #[test]

@@ -163,7 +163,13 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
 }
 
 /// The connection request for a case against a server on `port`.
-pub fn connect_request(case: &Case, port: u16, pki: &PkiDir, timeout: Duration) -> ConnectRequest {
+pub fn connect_request(
+    case: &Case,
+    port: u16,
+    pki: &PkiDir,
+    timeout: Duration,
+    queries: Vec<String>,
+) -> ConnectRequest {
     let mut params: Vec<(String, String)> = vec![
         ("host".into(), "localhost".into()),
         ("hostaddr".into(), "127.0.0.1".into()),
@@ -191,7 +197,11 @@ pub fn connect_request(case: &Case, port: u16, pki: &PkiDir, timeout: Duration) 
         set(k, value);
     }
     set("port", port.to_string());
-    ConnectRequest { params, timeout }
+    ConnectRequest {
+        params,
+        timeout,
+        queries,
+    }
 }
 
 /// Judges an outcome for a case on a backend.
@@ -235,13 +245,20 @@ pub async fn run_case(
         server: server.clone(),
         client: client.facts().clone(),
     };
-    let wanted_log = case.expectation_for(&facts).server_log.to_vec();
+    let expectation = case.expectation_for(&facts);
+    let wanted_log = expectation.server_log.to_vec();
+    // The case's queries run only where a connection is expected.
+    let queries = match expectation.expect {
+        Expect::Connected(s) => s.query.iter().map(|q| q.sql.clone()).collect(),
+        Expect::Failed(_) => Vec::new(),
+    };
     let offset = match (log, wanted_log.is_empty()) {
         (Some(read), false) => read().len(),
         _ => 0,
     };
     let start = Instant::now();
-    let outcome = attempt(client, connect_request(case, port, pki, timeout)).await;
+    let request = connect_request(case, port, pki, timeout, queries);
+    let outcome = attempt(client, request).await;
     let millis = start.elapsed().as_millis();
     let mut result = evaluate(case, &client.facts().name, &facts, outcome, millis);
     if result.verdict == Verdict::Pass && !wanted_log.is_empty() {

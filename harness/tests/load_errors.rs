@@ -82,3 +82,14 @@ fn duplicate_case_ids_are_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn query_with_two_results_is_refused() {
+    let text = load_text(
+        "\n[[case]]\nid = \"a\"\nexpect.connected = { query = [{ sql = \"SELECT 1\", returns = \"1\", null = true }] }\n",
+    );
+    assert!(
+        text.contains(":10:") && text.contains("exactly one of `returns`, `null = true`, `error`"),
+        "{text}"
+    );
+}

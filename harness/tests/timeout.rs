@@ -29,6 +29,7 @@ fn a_silent_server_becomes_a_timeout() {
                 ("sslmode".into(), "prefer".into()),
             ],
             timeout: Duration::from_secs(2),
+            queries: Vec::new(),
         };
         let start = Instant::now();
         let outcome = rt.block_on(attempt(client.as_ref(), request));

@@ -11,7 +11,7 @@ use super::libpq::{classify, ISOLATION_DEFAULTS};
 use super::{ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
-use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use crate::outcome::{Outcome, Session};
 use crate::runtime::docker;
 use anyhow::{Context, Result};
 use futures_util::future::BoxFuture;
@@ -147,7 +147,7 @@ impl ClientStack for ContainerLibpq {
             "-F".into(),
             FIELD_SEP.into(),
             "-c".into(),
-            SESSION_QUERY.into(),
+            request.session_sql(),
             "-d".into(),
             conninfo(&request.params),
         ];

@@ -4,7 +4,7 @@
 use super::{server_messages, ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
-use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use crate::outcome::{Outcome, Session};
 use futures_util::future::BoxFuture;
 use pq_sys as pq;
 use std::cell::RefCell;
@@ -240,14 +240,15 @@ fn connect_blocking(request: &ConnectRequest) -> Outcome {
             _ => write = true,
         }
     }
-    match session(&conn, deadline) {
+    match session(&conn, &request.session_sql(), deadline) {
         Ok(s) => Outcome::Connected(Box::new(s)),
         Err(o) => o,
     }
 }
 
-fn session(conn: &Conn, deadline: Instant) -> Result<Session, Outcome> {
-    let sql = CString::new(SESSION_QUERY).expect("no NUL");
+fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome> {
+    let sql =
+        CString::new(sql).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e.to_string()))?;
     // SAFETY: valid conn and query string.
     if unsafe { pq::PQsendQuery(conn.0, sql.as_ptr()) } == 0 {
         return Err(classify(&conn.error()));

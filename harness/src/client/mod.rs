@@ -30,6 +30,8 @@ pub struct ConnectRequest {
     pub params: Vec<(String, String)>,
     /// The whole attempt (connect, handshake, auth, session query) must end by then.
     pub timeout: Duration,
+    /// The case's own SQL, run in the session after connecting (see [`Self::session_sql`]).
+    pub queries: Vec<String>,
 }
 
 impl ConnectRequest {
@@ -38,6 +40,11 @@ impl ConnectRequest {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The SQL a connected attempt runs: the session query plus the case's queries.
+    pub fn session_sql(&self) -> String {
+        crate::outcome::session_sql(&self.queries)
     }
 }
 
@@ -91,17 +98,15 @@ pub fn openssl_version() -> String {
         .to_string()
 }
 
-/// Runs [`SESSION_QUERY`](crate::outcome::SESSION_QUERY) over an established tokio-postgres
+/// Runs the session SQL ([`ConnectRequest::session_sql`]) over an established tokio-postgres
 /// session, then closes it: the shared tail of every stack built on tokio-postgres.
 pub(crate) async fn tokio_postgres_session<R: Send + 'static>(
+    sql: &str,
     client: tokio_postgres::Client,
     driver: tokio::task::JoinHandle<R>,
     classify: impl Fn(&tokio_postgres::Error) -> Outcome,
 ) -> Result<crate::outcome::Session, Outcome> {
-    let rows = client
-        .simple_query(crate::outcome::SESSION_QUERY)
-        .await
-        .map_err(|e| classify(&e));
+    let rows = client.simple_query(sql).await.map_err(|e| classify(&e));
     drop(client);
     driver.abort();
     let row = rows?

@@ -136,7 +136,13 @@ async fn connect(
         .connect(MakeTlsConnector::new(connector))
         .await
         .map_err(|e| classify(&e))?;
-    super::tokio_postgres_session(client, tokio::spawn(connection), classify).await
+    super::tokio_postgres_session(
+        &request.session_sql(),
+        client,
+        tokio::spawn(connection),
+        classify,
+    )
+    .await
 }
 
 /// The connector a postgres-native-tls user would build from these options.

@@ -13,7 +13,7 @@ use super::nss_ffi::{self, Verify};
 use super::{server_messages, ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
-use crate::outcome::{Outcome, Session, SESSION_QUERY};
+use crate::outcome::{Outcome, Session};
 use crate::pki::nss::DbPlan;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,8 @@ pub struct ChildRequest {
     pub db: PathBuf,
     pub db_password: Option<String>,
     pub nickname: Option<String>,
+    /// The session SQL to run once connected.
+    pub sql: String,
 }
 
 /// What the child reports.
@@ -245,6 +247,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         db,
         db_password: plan.password,
         nickname,
+        sql: request.session_sql(),
     })
 }
 
@@ -463,12 +466,13 @@ async fn plain(req: &ChildRequest) -> ChildResult {
         Err(r) => return r,
     };
     match config.connect(tokio_postgres::NoTls).await {
-        Ok((client, conn)) => session(client, conn).await,
+        Ok((client, conn)) => session(&req.sql, client, conn).await,
         Err(e) => classify_driver(&e),
     }
 }
 
 async fn session<S, T>(
+    sql: &str,
     client: tokio_postgres::Client,
     conn: tokio_postgres::Connection<S, T>,
 ) -> ChildResult
@@ -477,7 +481,7 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let driver = tokio::spawn(conn);
-    let rows = client.simple_query(SESSION_QUERY).await;
+    let rows = client.simple_query(sql).await;
     driver.abort();
     match rows {
         Ok(msgs) => msgs
@@ -596,7 +600,7 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
             Err(e) => return failed(ErrorClass::IoError, e.to_string()),
         };
         match config.connect_raw(stream, Bridge { binding }).await {
-            Ok((client, conn)) => session(client, conn).await,
+            Ok((client, conn)) => session(&req.sql, client, conn).await,
             Err(e) => classify_driver(&e),
         }
     })

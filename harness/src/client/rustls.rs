@@ -189,7 +189,13 @@ async fn connect(
         .connect(MakeConnect(MakeRustlsConnect::new((*tls).clone())))
         .await
         .map_err(|e| classify(&e))?;
-    super::tokio_postgres_session(client, tokio::spawn(connection), classify).await
+    super::tokio_postgres_session(
+        &request.session_sql(),
+        client,
+        tokio::spawn(connection),
+        classify,
+    )
+    .await
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -139,6 +139,9 @@ fn params_for(
             Eku::ClientAuth => ExtendedKeyUsagePurpose::ClientAuth,
         })
         .collect();
+    if !is_ca && spec.basic_constraints {
+        p.is_ca = IsCa::ExplicitNoCa;
+    }
     if is_ca {
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![

@@ -81,6 +81,10 @@ pub struct CertSpec {
     /// Validity relative to generation time.
     #[serde(default)]
     pub validity: Validity,
+    /// Leaves only: add a basicConstraints extension saying CA:FALSE (as an OpenSSL `v3_req`
+    /// section would), which sslinfo's `ssl_extension_info()` then reports.
+    #[serde(default)]
+    pub basic_constraints: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]

@@ -8,6 +8,22 @@ use std::path::Path;
 
 pub struct Admin(*mut pq::PGconn);
 
+/// What per-case queries need in every database: the sslinfo extension and `pgssl_try()`,
+/// which runs one statement and reports its first value as `value <text>`, `null`, or
+/// `error <sqlstate>`, so that an expected error does not abort the session query.
+const QUERY_SUPPORT: &str = r#"
+CREATE EXTENSION IF NOT EXISTS sslinfo;
+CREATE OR REPLACE FUNCTION public.pgssl_try(q text) RETURNS text LANGUAGE plpgsql AS $pgssl$
+DECLARE v text;
+BEGIN
+  EXECUTE q INTO v;
+  RETURN CASE WHEN v IS NULL THEN 'null' ELSE 'value ' || v END;
+EXCEPTION WHEN OTHERS THEN
+  RETURN 'error ' || SQLSTATE;
+END
+$pgssl$;
+"#;
+
 // SAFETY: a PGconn may move between threads as long as one thread uses it at a time.
 unsafe impl Send for Admin {}
 
@@ -30,8 +46,12 @@ pub fn quote_literal(s: &str) -> String {
 
 impl Admin {
     pub fn connect(socket_dir: &Path, port: u16) -> Result<Admin> {
+        Self::connect_db(socket_dir, port, "postgres")
+    }
+
+    fn connect_db(socket_dir: &Path, port: u16, dbname: &str) -> Result<Admin> {
         let conninfo = format!(
-            "host='{}' port={port} user=postgres dbname=postgres connect_timeout=5 sslmode=disable gssencmode=disable",
+            "host='{}' port={port} user=postgres dbname={dbname} connect_timeout=5 sslmode=disable gssencmode=disable",
             socket_dir.display()
         );
         let c = CString::new(conninfo)?;
@@ -97,6 +117,15 @@ impl Admin {
             .next()
             .and_then(|r| r.into_iter().next())
             .ok_or_else(|| anyhow!("no value from: {sql}"))
+    }
+
+    /// Installs [`QUERY_SUPPORT`] in `postgres` and `template1` (and so in every database
+    /// created later). Called once per fresh server.
+    pub fn install_query_support(socket_dir: &Path, port: u16) -> Result<()> {
+        for db in ["template1", "postgres"] {
+            Self::connect_db(socket_dir, port, db)?.query(QUERY_SUPPORT)?;
+        }
+        Ok(())
     }
 
     /// Creates (or updates) the roles and databases a scenario needs.

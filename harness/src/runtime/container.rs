@@ -207,6 +207,7 @@ impl Runtime for ContainerRuntime {
             },
         };
         let admin = server.wait_ready(Duration::from_secs(60))?;
+        Admin::install_query_support(&server.sock, server.port)?;
         admin.ensure_objects(&setup.roles, &setup.databases)?;
         let version = admin.value("SHOW server_version")?;
         server.facts.pg_version = version.split_whitespace().next().unwrap_or("").to_string();

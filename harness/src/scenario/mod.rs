@@ -195,7 +195,97 @@ pub struct SessionExpect {
     /// The session's user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// SQL run in the same session after connecting (sslinfo functions, settings), each with
+    /// the result it must give.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<QueryExpect>,
 }
+
+/// One SQL statement run in the connected session and what it must give: the first column
+/// of its first row as text (`returns`), SQL NULL or no row (`null = true`), or an error
+/// with this SQLSTATE (`error`). Exactly one of the three.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, try_from = "QueryExpectDef")]
+pub struct QueryExpect {
+    pub sql: String,
+    pub result: QueryResult,
+}
+
+/// What a per-case query gave, in the form the server-side wrapper reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryResult {
+    /// The first column of the first row, cast to text (booleans read `true`/`false`).
+    Returns(String),
+    /// SQL NULL, or no row at all.
+    Null,
+    /// The statement raised an error with this SQLSTATE.
+    Error(String),
+}
+
+impl QueryResult {
+    /// Parses the text `pgssl_try()` returns: `value <text>`, `null` or `error <sqlstate>`.
+    pub fn from_wire(s: &str) -> Option<QueryResult> {
+        if let Some(v) = s.strip_prefix("value ") {
+            Some(QueryResult::Returns(v.to_string()))
+        } else if let Some(code) = s.strip_prefix("error ") {
+            Some(QueryResult::Error(code.to_string()))
+        } else if s == "null" {
+            Some(QueryResult::Null)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for QueryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryResult::Returns(v) => write!(f, "{v:?}"),
+            QueryResult::Null => f.write_str("NULL"),
+            QueryResult::Error(code) => write!(f, "error {code}"),
+        }
+    }
+}
+
+/// A query expectation as written.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct QueryExpectDef {
+    /// One SQL statement; its first column of its first row is compared.
+    sql: String,
+    /// The value, as text.
+    returns: Option<String>,
+    /// `true`: the value is SQL NULL (or there is no row).
+    #[serde(default)]
+    null: bool,
+    /// The SQLSTATE of the error the statement must raise, e.g. `22023`.
+    error: Option<String>,
+}
+
+impl TryFrom<QueryExpectDef> for QueryExpect {
+    type Error = String;
+    fn try_from(d: QueryExpectDef) -> Result<Self, String> {
+        if d.sql.contains(QUERY_QUOTE) {
+            return Err(format!("query sql must not contain {QUERY_QUOTE}"));
+        }
+        let result = match (d.returns, d.null, d.error) {
+            (Some(v), false, None) => QueryResult::Returns(v),
+            (None, true, None) => QueryResult::Null,
+            (None, false, Some(code)) => QueryResult::Error(code),
+            _ => {
+                return Err(format!(
+                    "query {:?}: expected exactly one of `returns`, `null = true`, `error`",
+                    d.sql
+                ))
+            }
+        };
+        Ok(QueryExpect { sql: d.sql, result })
+    }
+}
+
+/// Dollar quote around per-case SQL inside the session query.
+pub const QUERY_QUOTE: &str = "$pgssl_q$";
 
 /// A declared divergence for the backends its selector matches.
 #[derive(Debug, Deserialize, JsonSchema)]
