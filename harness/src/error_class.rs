@@ -59,6 +59,8 @@ error_classes! {
     SslNotSupported = "ssl_not_supported",
     /// The server requires SSL (only hostssl lines match) but the client did not use it.
     SslRequired = "ssl_required",
+    /// GSSAPI encryption was required but cannot be had: no credentials, no server support, or a Unix socket.
+    GssEncryptionUnavailable = "gss_encryption_unavailable",
     /// Client and server share no TLS protocol version, or the client's bounds are invalid.
     ProtocolVersion = "protocol_version",
     /// The client rejected a connection option or its value before connecting.

@@ -7,7 +7,7 @@ use crate::facts::BackendFacts;
 use crate::outcome::{judge, judge_log, Outcome};
 use crate::pki::PkiDir;
 use crate::runtime::{LogSource, Runtime, Server, ServerSetup};
-use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE};
+use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE, SOCKET_HOST};
 use crate::scenario::{Expect, Scenario, ServerEventExpect};
 use anyhow::Result;
 use serde::Serialize;
@@ -162,10 +162,26 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
     setup
 }
 
-/// The connection request for a case against a server on `port`.
+/// Where a ready server listens: its TCP port on 127.0.0.1 and its Unix socket directory.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub port: u16,
+    pub socket_dir: std::path::PathBuf,
+}
+
+impl Endpoint {
+    pub fn of(server: &dyn Server) -> Self {
+        Endpoint {
+            port: server.port(),
+            socket_dir: server.socket_dir().to_path_buf(),
+        }
+    }
+}
+
+/// The connection request for a case against a server.
 pub fn connect_request(
     case: &Case,
-    port: u16,
+    server: &Endpoint,
     pki: &PkiDir,
     timeout: Duration,
     queries: Vec<String>,
@@ -196,7 +212,11 @@ pub fn connect_request(
         };
         set(k, value);
     }
-    set("port", port.to_string());
+    set("port", server.port.to_string());
+    if case.conn.get("host").is_some_and(|h| h == SOCKET_HOST) {
+        set("host", server.socket_dir.display().to_string());
+        params.retain(|(k, _)| k != "hostaddr");
+    }
     ConnectRequest {
         params,
         timeout,
@@ -236,7 +256,7 @@ pub async fn run_case(
     case: &Case,
     client: &dyn ClientStack,
     server: &crate::facts::ServerFacts,
-    port: u16,
+    endpoint: &Endpoint,
     pki: &PkiDir,
     timeout: Duration,
     log: Option<&LogSource>,
@@ -257,7 +277,7 @@ pub async fn run_case(
         _ => 0,
     };
     let start = Instant::now();
-    let request = connect_request(case, port, pki, timeout, queries);
+    let request = connect_request(case, endpoint, pki, timeout, queries);
     let outcome = attempt(client, request).await;
     let millis = start.elapsed().as_millis();
     let mut result = evaluate(case, &client.facts().name, &facts, outcome, millis);
@@ -539,7 +559,7 @@ async fn run_scenario(
     }
     let server = slot.as_ref().expect("prepared");
     let facts = server.facts().clone();
-    let port = server.port();
+    let endpoint = Endpoint::of(server.as_ref());
     let log = server.log_source();
     let _ = events.send(Event::ServerReady {
         scenario: scenario.name.clone(),
@@ -554,7 +574,7 @@ async fn run_scenario(
                 case,
                 client.as_ref(),
                 &facts,
-                port,
+                &endpoint,
                 &pki,
                 plan.timeout,
                 Some(&log),

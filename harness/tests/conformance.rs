@@ -7,7 +7,9 @@ use pgssl::client::{client_by_name, ClientStack, CLIENT_NAMES};
 use pgssl::error_class::ErrorClass;
 use pgssl::facts::ServerFacts;
 use pgssl::pki::PkiDir;
-use pgssl::runner::{reload_setup, run_case, server_event, server_setup, CaseResult, Verdict};
+use pgssl::runner::{
+    reload_setup, run_case, server_event, server_setup, CaseResult, Endpoint, Verdict,
+};
 use pgssl::runtime::{LocalRuntime, LogSource, Runtime, Server};
 use pgssl::scenario::{load_scenarios, Scenario};
 use std::collections::HashMap;
@@ -18,7 +20,7 @@ use std::time::Duration;
 /// A started server for one scenario, and what its `[reload]` check saw.
 #[derive(Clone)]
 struct Prepared {
-    port: u16,
+    endpoint: Endpoint,
     facts: ServerFacts,
     pki: PkiDir,
     log: LogSource,
@@ -61,7 +63,7 @@ impl Shared {
                     .map_err(|e| format!("{e:#}\n{}", server.log()))
             });
             let ready = Prepared {
-                port: server.port(),
+                endpoint: Endpoint::of(server.as_ref()),
                 facts: server.facts().clone(),
                 log: server.log_source(),
                 pki,
@@ -198,7 +200,7 @@ fn main() {
                         case,
                         client.as_ref(),
                         &ready.facts,
-                        ready.port,
+                        &ready.endpoint,
                         &ready.pki,
                         timeout,
                         Some(&ready.log),

@@ -305,6 +305,10 @@ pub(crate) fn classify(msg: &str) -> Outcome {
         ),
         ("does not match host name", ErrorClass::HostnameMismatch),
         (
+            "GSSAPI encryption required but",
+            ErrorClass::GssEncryptionUnavailable,
+        ),
+        (
             "could not get server's host name from server certificate",
             ErrorClass::ServerNameMissing,
         ),

@@ -407,7 +407,13 @@ fn child(req: &ChildRequest) -> ChildResult {
             "the NSS stack performs the SSLRequest itself; direct TLS negotiation is not implemented",
         );
     }
+    // As libpq: TLS is never negotiated over a Unix socket, whatever sslmode says.
+    let unix_socket = get(req, "host").is_some_and(|h| h.starts_with('/'))
+        && get(req, "hostaddr").is_none();
     match mode {
+        "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full" if unix_socket => {
+            rt.block_on(plain(req))
+        }
         "disable" => rt.block_on(plain(req)),
         // libpq's allow: plaintext first, TLS when the server turns plaintext away.
         "allow" => match rt.block_on(plain(req)) {

@@ -296,6 +296,10 @@ impl Server for ContainerServer {
         self.port
     }
 
+    fn socket_dir(&self) -> &Path {
+        &self.sock
+    }
+
     fn can_reload_into(&self, setup: &ServerSetup) -> bool {
         setup.ipv6 == self.ipv6
     }

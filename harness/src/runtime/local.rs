@@ -470,6 +470,10 @@ impl Server for LocalServer {
         self.port
     }
 
+    fn socket_dir(&self) -> &Path {
+        &self.sock
+    }
+
     fn can_reload_into(&self, setup: &ServerSetup) -> bool {
         setup.ipv6 == self.ipv6
     }

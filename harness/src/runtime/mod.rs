@@ -49,6 +49,9 @@ pub trait Server: Send {
     /// TCP port on 127.0.0.1 (and ::1 when asked for).
     fn port(&self) -> u16;
 
+    /// Directory of the server's Unix socket (`.s.PGSQL.<port>`), visible on the host.
+    fn socket_dir(&self) -> &std::path::Path;
+
     /// Whether `setup` can be applied by [`Server::reload`] rather than a new server.
     fn can_reload_into(&self, setup: &ServerSetup) -> bool;
 

@@ -64,6 +64,9 @@ pub const FILE_KEYWORDS: &[&str] = &["sslcert", "sslkey", "sslrootcert", "sslcrl
 /// Special value of a file keyword: a path that does not exist.
 pub const MISSING_FILE: &str = "@missing";
 
+/// `host = "@socket"`: connect over the server's Unix socket instead of TCP.
+pub const SOCKET_HOST: &str = "@socket";
+
 /// A validated scenario, ready to run.
 #[derive(Debug)]
 pub struct Scenario {
@@ -292,6 +295,15 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             let is_system_root = k == "sslrootcert" && v.get_ref() == "system";
             if FILE_KEYWORDS.contains(&k.as_str()) && !is_system_root {
                 check_file(v, k)?;
+            }
+            if v.get_ref().starts_with('@')
+                && !FILE_KEYWORDS.contains(&k.as_str())
+                && !(k == "host" && v.get_ref() == SOCKET_HOST)
+            {
+                return Err(err(
+                    v.span(),
+                    format!("{k} = {v:?}: `@` values are `host = \"{SOCKET_HOST}\"` and `@missing` for files", v = v.get_ref()),
+                ));
             }
             if k == "hostaddr" && v.get_ref() == "::1" && !server.ipv6 {
                 return Err(err(
