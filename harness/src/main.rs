@@ -97,6 +97,10 @@ enum Command {
     /// One NSS connection attempt in a process of its own (used by the nss client stack).
     #[command(hide = true)]
     NssAttempt,
+    /// One attempt of any local stack in a process of its own, for cases that set
+    /// environment variables.
+    #[command(hide = true)]
+    ClientAttempt,
     /// Materialise the PKI (certificates, keys, CRLs) into a directory.
     Certs {
         /// Where to write the files.
@@ -434,6 +438,7 @@ fn main() {
             0
         }),
         Command::NssAttempt => Ok(pgssl::client::nss_attempt_main()),
+        Command::ClientAttempt => Ok(pgssl::client::isolated::child_main()),
         Command::Lint {
             sel,
             write_docs,

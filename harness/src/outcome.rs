@@ -2,7 +2,7 @@
 
 use crate::error_class::ErrorClass;
 use crate::scenario::{Expect, QueryResult, SessionExpect, QUERY_QUOTE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The SQL every connected attempt runs: what the server recorded about this session.
 pub const SESSION_QUERY: &str =
@@ -25,7 +25,7 @@ pub fn session_sql(queries: &[String]) -> String {
 }
 
 /// A session as the server saw it (pg_stat_ssl for this backend).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Session {
     pub ssl: bool,
     pub tls_version: String,
@@ -35,7 +35,7 @@ pub struct Session {
     pub client_serial: String,
     pub user: String,
     /// Results of the case's queries, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queries: Vec<QueryResult>,
 }
 
@@ -66,7 +66,7 @@ impl Session {
 }
 
 /// The normalised result of one attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Connected(Box<Session>),

@@ -217,10 +217,23 @@ pub fn connect_request(
         set("host", server.socket_dir.display().to_string());
         params.retain(|(k, _)| k != "hostaddr");
     }
+    let env = case
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let path = if v == MISSING_FILE {
+                pki.dir.join("missing").join(k)
+            } else {
+                pki.path(v)
+            };
+            (k.clone(), path.display().to_string())
+        })
+        .collect();
     ConnectRequest {
         params,
         timeout,
         queries,
+        env,
     }
 }
 

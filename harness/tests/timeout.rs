@@ -30,6 +30,7 @@ fn a_silent_server_becomes_a_timeout() {
             ],
             timeout: Duration::from_secs(2),
             queries: Vec::new(),
+            env: Vec::new(),
         };
         let start = Instant::now();
         let outcome = rt.block_on(attempt(client.as_ref(), request));

@@ -120,8 +120,13 @@ impl ClientStack for ContainerLibpq {
         &self.facts
     }
 
+    fn in_process(&self) -> bool {
+        false
+    }
+
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
         let mut request = request;
+        let env = std::mem::take(&mut request.env);
         for (k, v) in ISOLATION_DEFAULTS {
             let crl_dir_given = *k == "sslcrl" && request.get("sslcrldir").is_some();
             if request.get(k).is_none() && !crl_dir_given {
@@ -158,7 +163,10 @@ impl ClientStack for ContainerLibpq {
         Box::pin(async move {
             let run = docker::run(async move {
                 let mut r = c
-                    .exec(ExecCommand::new(cmd).with_env_vars([("LC_ALL", "C")]))
+                    .exec(
+                        ExecCommand::new(cmd)
+                            .with_env_vars(env.into_iter().chain([("LC_ALL".into(), "C".into())])),
+                    )
                     .await?;
                 let out = r.stdout_to_vec().await?;
                 let err = r.stderr_to_vec().await?;

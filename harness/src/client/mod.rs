@@ -3,6 +3,7 @@
 //! connects, runs [`crate::outcome::SESSION_QUERY`] and maps its native errors to classes.
 
 mod container_libpq;
+pub mod isolated;
 mod libpq;
 mod native_tls;
 mod nss;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// One resolved connection attempt: libpq keywords with PKI names already turned into paths.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConnectRequest {
     /// Keyword/value pairs, in a stable order.
     pub params: Vec<(String, String)>,
@@ -32,6 +33,10 @@ pub struct ConnectRequest {
     pub timeout: Duration,
     /// The case's own SQL, run in the session after connecting (see [`Self::session_sql`]).
     pub queries: Vec<String>,
+    /// Environment variables the client process must see (e.g. `SSL_CERT_FILE`). In-process
+    /// stacks then run the attempt in a child process of their own ([`isolated`]).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 impl ConnectRequest {
@@ -56,6 +61,12 @@ pub trait ClientStack: Send + Sync {
     /// Makes one attempt. Adapters need not enforce `timeout` themselves: the core also wraps
     /// the future in it; blocking adapters must still return by themselves eventually.
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome>;
+
+    /// Whether the stack runs in the harness's own process, which shares one environment
+    /// across attempts. Stacks that start a process per attempt apply `request.env` themselves.
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 /// Names of every stack `client_by_name` knows, the default set for a run.
@@ -82,7 +93,12 @@ pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
 /// Runs an attempt under the core's deadline; a hang becomes a `timeout` outcome.
 pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Outcome {
     let limit = request.timeout + Duration::from_secs(1);
-    match tokio::time::timeout(limit, client.connect(request)).await {
+    let attempt = if !request.env.is_empty() && client.in_process() {
+        Box::pin(isolated::attempt(client.facts().name.clone(), request))
+    } else {
+        client.connect(request)
+    };
+    match tokio::time::timeout(limit, attempt).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::failed(ErrorClass::Timeout, format!("no result within {limit:?}")),
     }

@@ -287,8 +287,9 @@ fn load_key(path: &str, password: Option<&str>) -> Result<Vec<u8>, Outcome> {
         .map_err(|e| key_invalid(format!("{path}: {e}")))
 }
 
-/// The executable that serves `nss-attempt`: this binary, or `pgssl` next to a test binary.
-fn helper() -> PathBuf {
+/// The executable that serves `nss-attempt` and `client-attempt`: this binary, or `pgssl` next
+/// to a test binary.
+pub(crate) fn helper() -> PathBuf {
     if let Some(p) = std::env::var_os("PGSSL_NSS_HELPER") {
         return p.into();
     }
@@ -408,8 +409,8 @@ fn child(req: &ChildRequest) -> ChildResult {
         );
     }
     // As libpq: TLS is never negotiated over a Unix socket, whatever sslmode says.
-    let unix_socket = get(req, "host").is_some_and(|h| h.starts_with('/'))
-        && get(req, "hostaddr").is_none();
+    let unix_socket =
+        get(req, "host").is_some_and(|h| h.starts_with('/')) && get(req, "hostaddr").is_none();
     match mode {
         "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full" if unix_socket => {
             rt.block_on(plain(req))

@@ -67,6 +67,9 @@ pub const MISSING_FILE: &str = "@missing";
 /// `host = "@socket"`: connect over the server's Unix socket instead of TCP.
 pub const SOCKET_HOST: &str = "@socket";
 
+/// Environment variables a case may set for the client; each names a PKI file.
+pub const ENV_KEYS: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR"];
+
 /// A validated scenario, ready to run.
 #[derive(Debug)]
 pub struct Scenario {
@@ -101,6 +104,8 @@ pub struct Case {
     pub line: usize,
     /// Connection keywords; file keywords still hold PKI names.
     pub conn: BTreeMap<String, String>,
+    /// Client environment variables, values still PKI names.
+    pub env: BTreeMap<String, String>,
     pub expect: Expect,
     pub server_log: Vec<String>,
     pub overrides: Vec<CaseOverride>,
@@ -335,6 +340,18 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             return Err(err(def.id.span(), format!("duplicate case id {id:?}")));
         }
         check_conn(&def.conn)?;
+        for (k, v) in &def.env {
+            if !ENV_KEYS.contains(&k.as_str()) {
+                return Err(err(
+                    v.span(),
+                    format!(
+                        "unknown environment variable {k:?}; expected one of: {}",
+                        ENV_KEYS.join(", ")
+                    ),
+                ));
+            }
+            check_file(v, k)?;
+        }
         let mut overrides = Vec::new();
         for o in def.overrides {
             let oline = line_of(&source, o.when.span().start);
@@ -370,6 +387,11 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             doc: def.doc,
             line,
             conn,
+            env: def
+                .env
+                .into_iter()
+                .map(|(k, v)| (k, v.into_inner()))
+                .collect(),
             expect: def.expect,
             server_log: def.server_log,
             overrides,

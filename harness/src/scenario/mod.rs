@@ -147,6 +147,11 @@ pub struct CaseDef {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub conn: BTreeMap<String, Spanned<String>>,
+    /// Environment variables the client process sees during this attempt, each naming a PKI
+    /// file: `SSL_CERT_FILE`, `SSL_CERT_DIR` (what `sslrootcert=system` falls back on).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub env: BTreeMap<String, Spanned<String>>,
     /// The canonical expected outcome.
     pub expect: Expect,
     /// Text the server log must contain among the lines written during this attempt (the
