@@ -53,6 +53,8 @@ error_classes! {
     CertAuthFailed = "cert_auth_failed",
     /// Password or SCRAM authentication failed.
     AuthFailed = "auth_failed",
+    /// The client refused the authentication method the server asked for (require_auth).
+    AuthMethodRefused = "auth_method_refused",
     /// No pg_hba.conf line matched the connection.
     HbaRejected = "hba_rejected",
     /// SSL was required by the client but the server does not offer it.

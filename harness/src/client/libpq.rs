@@ -305,6 +305,14 @@ pub(crate) fn classify(msg: &str) -> Outcome {
         ),
         ("does not match host name", ErrorClass::HostnameMismatch),
         (
+            "may not be used with sslnegotiation=direct",
+            ErrorClass::InvalidOption,
+        ),
+        (
+            "authentication method requirement",
+            ErrorClass::AuthMethodRefused,
+        ),
+        (
             "GSSAPI encryption required but",
             ErrorClass::GssEncryptionUnavailable,
         ),

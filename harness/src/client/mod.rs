@@ -165,6 +165,11 @@ pub(crate) const DRIVER_ERRORS: &[(&str, ErrorClass)] = &[
     ("invalid configuration", ErrorClass::InvalidOption),
     ("unknown option", ErrorClass::InvalidOption),
     ("invalid value for option", ErrorClass::InvalidOption),
+    // Its own check that direct TLS negotiation has no plaintext fallback (as libpq 17).
+    (
+        "may not be used with sslnegotiation=direct",
+        ErrorClass::InvalidOption,
+    ),
     ("password missing", ErrorClass::AuthFailed),
     ("timeout", ErrorClass::Timeout),
     ("connection refused", ErrorClass::IoError),

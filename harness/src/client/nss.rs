@@ -403,6 +403,13 @@ fn child(req: &ChildRequest) -> ChildResult {
     }
     let mode = get(req, "sslmode").unwrap_or("prefer");
     if get(req, "sslnegotiation") == Some("direct") {
+        // libpq's option check comes first: direct TLS cannot fall back to plaintext.
+        if matches!(mode, "disable" | "allow" | "prefer") {
+            return failed(
+                ErrorClass::InvalidOption,
+                format!("weak sslmode \"{mode}\" may not be used with sslnegotiation=direct"),
+            );
+        }
         return failed(
             ErrorClass::Unsupported,
             "the NSS stack performs the SSLRequest itself; direct TLS negotiation is not implemented",

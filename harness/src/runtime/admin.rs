@@ -44,6 +44,8 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+unsafe extern "C" fn ignore_notice(_: *mut std::ffi::c_void, _: *const std::ffi::c_char) {}
+
 impl Admin {
     pub fn connect(socket_dir: &Path, port: u16) -> Result<Admin> {
         Self::connect_db(socket_dir, port, "postgres")
@@ -61,6 +63,9 @@ impl Admin {
         if unsafe { pq::PQstatus(conn.0) } != pq::ConnStatusType::CONNECTION_OK {
             return Err(anyhow!("admin connection failed: {}", conn.error()));
         }
+        // Setup notices (e.g. PostgreSQL 18 on MD5 passwords) would go to stderr mid-report.
+        // SAFETY: valid conn; the processor ignores its arguments.
+        unsafe { pq::PQsetNoticeProcessor(conn.0, Some(ignore_notice), std::ptr::null_mut()) };
         Ok(conn)
     }
 
