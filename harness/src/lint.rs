@@ -14,7 +14,10 @@ pub struct Finding {
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+        match self.line {
+            0 => write!(f, "{}: {}", self.file, self.message),
+            line => write!(f, "{}:{line}: {}", self.file, self.message),
+        }
     }
 }
 
@@ -102,4 +105,58 @@ pub fn scenario_schema() -> String {
 pub fn pki_schema() -> String {
     let schema = schemars::schema_for!(crate::pki::SpecFile);
     serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+/// docs/coverage.md against the scenarios: every case id (and server check) must appear in it,
+/// either as `` `scenario/case` `` or in its "Beyond" table (a row starting with the
+/// scenario's name in backquotes, short ids in the last column); every id it cites must exist.
+pub fn coverage_gaps(scenarios: &[Scenario], doc_path: &str, doc: &str) -> Vec<Finding> {
+    let mut ids: Vec<String> = Vec::new();
+    for s in scenarios {
+        if s.startup.as_ref().is_some_and(|x| x.fails) {
+            ids.push(format!("{}/server-start", s.name));
+        }
+        if s.reload.as_ref().is_some_and(|r| r.expect.fails) {
+            ids.push(format!("{}/server-reload", s.name));
+        }
+        ids.extend(s.cases.iter().map(|c| c.id.clone()));
+    }
+    let listed_short = |scenario: &str, short: &str| {
+        doc.lines()
+            .filter(|l| l.starts_with(&format!("| `{scenario}`")))
+            .any(|l| {
+                l.trim_end_matches(['|', ' '])
+                    .rsplit(" | ")
+                    .next()
+                    .is_some_and(|cell| cell.split(',').any(|x| x.trim() == short))
+            })
+    };
+    let mut out = Vec::new();
+    for id in &ids {
+        let (scenario, short) = id.split_once('/').unwrap_or((id, ""));
+        if !doc.contains(&format!("`{id}`")) && !listed_short(scenario, short) {
+            out.push(Finding {
+                file: doc_path.to_string(),
+                line: 0,
+                message: format!("case {id} is not mentioned"),
+            });
+        }
+    }
+    let scenario_names: std::collections::BTreeSet<&str> =
+        scenarios.iter().map(|s| s.name.as_str()).collect();
+    for (n, line) in doc.lines().enumerate() {
+        for cited in line.split('`').skip(1).step_by(2) {
+            let Some((scenario, _)) = cited.split_once('/') else {
+                continue;
+            };
+            if scenario_names.contains(scenario) && !ids.iter().any(|i| i == cited) {
+                out.push(Finding {
+                    file: doc_path.to_string(),
+                    line: n + 1,
+                    message: format!("cites {cited}, which no scenario defines"),
+                });
+            }
+        }
+    }
+    out
 }

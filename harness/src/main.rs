@@ -392,7 +392,14 @@ fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i3
             }
         }
     }
-    let findings = pgssl::lint::stale_overrides(&scenarios, &backends);
+    let mut findings = pgssl::lint::stale_overrides(&scenarios, &backends);
+    // Coverage currency needs the whole catalogue.
+    let coverage = "docs/coverage.md";
+    if sel.scenarios.is_empty() {
+        if let Ok(doc) = std::fs::read_to_string(coverage) {
+            findings.extend(pgssl::lint::coverage_gaps(&scenarios, coverage, &doc));
+        }
+    }
     for f in &findings {
         println!("{f}");
     }
