@@ -32,7 +32,7 @@ pub fn stale_overrides(scenarios: &[Scenario], backends: &[BackendFacts]) -> Vec
                     line: o.line,
                     message,
                 };
-                if o.expect == case.expect {
+                if o.expect == case.expect && o.message.is_empty() && o.server_log.is_none() {
                     out.push(at(format!(
                         "{}: override [{}] restates the canonical expectation",
                         case.id,
@@ -86,7 +86,11 @@ pub fn divergences_doc(scenarios: &[Scenario]) -> String {
                     case.id,
                     o.selector.describe(),
                     show(&case.expect),
-                    show(&o.expect),
+                    if o.message.is_empty() {
+                        show(&o.expect)
+                    } else {
+                        format!("{}, message {:?}", show(&o.expect), o.message)
+                    },
                     o.reason.replace('\n', " ").replace('|', "\\|").trim()
                 ));
             }

@@ -169,6 +169,24 @@ fn judge_session(want: &SessionExpect, got: &Session) -> Result<(), String> {
     }
 }
 
+/// Checks that a failure's native message contains each `wanted` text.
+pub fn judge_message(wanted: &[String], actual: &Outcome) -> Result<(), String> {
+    let raw = match actual {
+        Outcome::Failed { raw, .. } => raw.as_str(),
+        _ if wanted.is_empty() => return Ok(()),
+        _ => return Err("a message is expected, but the attempt did not fail".into()),
+    };
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !raw.contains(w.as_str()))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("message lacks {missing:?}: {raw}"))
+    }
+}
+
 /// Checks the `wanted` log texts against `log`: each must occur, except those written with a
 /// leading `!`, which must not. `Err` names what is wrong.
 pub fn judge_log(wanted: &[String], log: &str) -> Result<(), String> {

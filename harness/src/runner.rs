@@ -4,7 +4,7 @@
 
 use crate::client::{attempt, ClientStack, ConnectRequest};
 use crate::facts::BackendFacts;
-use crate::outcome::{judge, judge_log, Outcome};
+use crate::outcome::{judge, judge_log, judge_message, Outcome};
 use crate::pki::PkiDir;
 use crate::runtime::{LogSource, Runtime, Server, ServerSetup};
 use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE, SOCKET_HOST};
@@ -247,7 +247,10 @@ pub fn evaluate(
 ) -> CaseResult {
     let expectation = case.expectation_for(facts);
     let verdict = match judge(expectation.expect, &outcome) {
-        Ok(()) => Verdict::Pass,
+        Ok(()) => match judge_message(expectation.message, &outcome) {
+            Ok(()) => Verdict::Pass,
+            Err(why) => Verdict::Fail(why),
+        },
         Err(why) => Verdict::Fail(why),
     };
     CaseResult {

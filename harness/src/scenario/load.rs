@@ -116,6 +116,7 @@ pub struct CaseOverride {
     pub selector: Selector,
     pub expect: Expect,
     pub server_log: Option<Vec<String>>,
+    pub message: Vec<String>,
     pub reason: String,
     pub line: usize,
 }
@@ -126,6 +127,8 @@ pub struct Expectation<'a> {
     pub expect: &'a Expect,
     /// Server log substrings to find among the attempt's lines.
     pub server_log: &'a [String],
+    /// Text the client's error message must contain (from an override).
+    pub message: &'a [String],
     /// Set when an override replaced the canonical expectation.
     pub overridden: Option<&'a CaseOverride>,
 }
@@ -137,11 +140,13 @@ impl Case {
             Some(o) => Expectation {
                 expect: &o.expect,
                 server_log: o.server_log.as_deref().unwrap_or(&self.server_log),
+                message: &o.message,
                 overridden: Some(o),
             },
             None => Expectation {
                 expect: &self.expect,
                 server_log: &self.server_log,
+                message: &[],
                 overridden: None,
             },
         }
@@ -371,6 +376,7 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
                 selector: o.when.into_inner(),
                 expect: o.expect,
                 server_log: o.server_log,
+                message: o.message,
                 reason: o.reason,
                 line: oline,
             });

@@ -303,6 +303,11 @@ pub struct Override {
     pub expect: Expect,
     /// Server log text those backends produce instead of the case's `server_log`.
     pub server_log: Option<Vec<String>>,
+    /// Text these backends' error message must contain, where the wording is itself the
+    /// behaviour (e.g. libpq naming the other certificate names). Only overrides check
+    /// wording: the canonical expectation is a class, whatever the stack says.
+    #[serde(default)]
+    pub message: Vec<String>,
     /// Why they differ. Mandatory.
     pub reason: String,
 }
