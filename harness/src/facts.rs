@@ -20,7 +20,7 @@ pub struct ServerFacts {
 }
 
 /// What was detected about a client stack.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ClientFacts {
     /// The stack's name (`libpq`, `native-tls`, ...).
     pub name: String,

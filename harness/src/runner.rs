@@ -354,9 +354,10 @@ pub fn server_event(
     server: Option<crate::facts::ServerFacts>,
     millis: u128,
 ) -> CaseResult {
+    let (log, chosen) = wanted.log_for(server.as_ref());
     let (outcome, verdict) = match refused {
         Err(raw) => {
-            let verdict = match judge_log(&wanted.log, &raw) {
+            let verdict = match judge_log(log, &raw) {
                 Ok(()) => Verdict::Pass,
                 Err(why) => Verdict::Fail(why),
             };
@@ -382,8 +383,8 @@ pub fn server_event(
             server: s,
         }),
         expected: Expect::Failed(class),
-        override_reason: None,
-        override_selector: None,
+        override_reason: chosen.map(|o| o.reason.clone()),
+        override_selector: chosen.map(|o| o.when.describe()),
         outcome: Some(outcome),
         verdict,
         millis,

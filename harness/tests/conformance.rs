@@ -150,7 +150,7 @@ fn main() {
                         ErrorClass::ServerStartFailed,
                         &wanted,
                         refused,
-                        None,
+                        runtime.detect_facts().ok(),
                         0,
                     ))
                 },

@@ -47,6 +47,45 @@ pub struct ServerEventExpect {
     /// Text its log must contain, one substring per entry.
     #[serde(default)]
     pub log: Vec<String>,
+    /// Builds that refuse for another reason, with the log text they write instead. The first
+    /// that matches wins.
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<ServerEventOverride>,
+}
+
+/// A build whose refusal reads differently (e.g. it lacks the setting altogether).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerEventOverride {
+    /// Which builds (server facts only).
+    pub when: Selector,
+    /// Text their log must contain instead.
+    pub log: Vec<String>,
+    /// Why they differ. Mandatory.
+    pub reason: String,
+}
+
+impl ServerEventExpect {
+    /// The log texts `server` must write, and the override that chose them.
+    pub fn log_for(
+        &self,
+        server: Option<&crate::facts::ServerFacts>,
+    ) -> (&[String], Option<&ServerEventOverride>) {
+        let chosen = server.and_then(|s| {
+            let facts = crate::facts::BackendFacts {
+                server: s.clone(),
+                client: crate::facts::ClientFacts {
+                    name: "server".into(),
+                    ..Default::default()
+                },
+            };
+            self.overrides.iter().find(|o| o.when.matches(&facts))
+        });
+        match chosen {
+            Some(o) => (&o.log, Some(o)),
+            None => (&self.log, None),
+        }
+    }
 }
 
 /// A configuration change applied with a reload.
