@@ -10,6 +10,9 @@ pub struct Finding {
     pub file: String,
     pub line: usize,
     pub message: String,
+    /// An override that selects none of the backends linted against: stale only if those
+    /// backends are all there are (see `pgssl lint --matrix`).
+    pub unmatched: bool,
 }
 
 impl std::fmt::Display for Finding {
@@ -27,26 +30,33 @@ pub fn stale_overrides(scenarios: &[Scenario], backends: &[BackendFacts]) -> Vec
     for s in scenarios {
         for case in &s.cases {
             for o in &case.overrides {
-                let at = |message: String| Finding {
+                let at = |message: String, unmatched: bool| Finding {
                     file: s.path.display().to_string(),
                     line: o.line,
                     message,
+                    unmatched,
                 };
                 if o.expect == case.expect && o.message.is_empty() && o.server_log.is_none() {
-                    out.push(at(format!(
-                        "{}: override [{}] restates the canonical expectation",
-                        case.id,
-                        o.selector.describe()
-                    )));
+                    out.push(at(
+                        format!(
+                            "{}: override [{}] restates the canonical expectation",
+                            case.id,
+                            o.selector.describe()
+                        ),
+                        false,
+                    ));
                 }
                 if !backends.iter().any(|b| o.selector.matches(b)) {
                     let labels: Vec<String> = backends.iter().map(BackendFacts::label).collect();
-                    out.push(at(format!(
-                        "{}: override [{}] matches no backend of the matrix ({})",
-                        case.id,
-                        o.selector.describe(),
-                        labels.join(", ")
-                    )));
+                    out.push(at(
+                        format!(
+                            "{}: override [{}] matches no backend of the matrix ({})",
+                            case.id,
+                            o.selector.describe(),
+                            labels.join(", ")
+                        ),
+                        true,
+                    ));
                 }
             }
         }
@@ -143,6 +153,7 @@ pub fn coverage_gaps(scenarios: &[Scenario], doc_path: &str, doc: &str) -> Vec<F
                 file: doc_path.to_string(),
                 line: 0,
                 message: format!("case {id} is not mentioned"),
+                unmatched: false,
             });
         }
     }
@@ -158,6 +169,7 @@ pub fn coverage_gaps(scenarios: &[Scenario], doc_path: &str, doc: &str) -> Vec<F
                     file: doc_path.to_string(),
                     line: n + 1,
                     message: format!("cites {cited}, which no scenario defines"),
+                    unmatched: false,
                 });
             }
         }
