@@ -9,7 +9,7 @@
 //! same directory, and the local runtime's config writer serves both runtimes.
 
 use super::docker;
-use super::local::{chown_tree, free_port, openssl_version_in, write_config};
+use super::local::{chown_tree, free_port, openssl_version_in, reload_config, write_config};
 use super::{Admin, Runtime, Server, ServerSetup};
 use crate::cleanup::{self, Registration};
 use crate::facts::ServerFacts;
@@ -307,37 +307,14 @@ impl Server for ContainerServer {
     fn reload(&mut self, setup: &ServerSetup) -> Result<()> {
         let setup = &known_settings(setup, &self.parameters);
         let data = self.slot.join("data");
-        let admin = Admin::connect(&self.sock, self.port)?;
-        let before = admin.value("SELECT pg_conf_load_time()::text")?;
-        let log_offset = self.log().len();
-        write_config(&data, &self.sock, self.port, setup)?;
-        chown_tree(&data.join("pgssl"), Some(self.owner))?;
-        for f in ["pgssl.conf", "pg_hba.conf", "pg_ident.conf"] {
-            chown_tree(&data.join(f), Some(self.owner))?;
-        }
-        admin.query("SELECT pg_reload_conf()")?;
-        drop(admin);
-        let start = Instant::now();
-        let admin = loop {
-            let admin = Admin::connect(&self.sock, self.port)?;
-            if admin.value("SELECT pg_conf_load_time()::text")? != before {
-                break admin;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("server did not reload within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let log = self.log();
-        let since = log.get(log_offset..).unwrap_or("");
-        if let Some(line) = since.lines().find(|l| {
-            l.contains("not reloaded")
-                || l.contains("contains errors")
-                || l.contains("could not load")
-        }) {
-            bail!("server rejected the new configuration: {line}");
-        }
-        admin.ensure_objects(&setup.roles, &setup.databases)
+        reload_config(
+            &data,
+            &self.sock,
+            self.port,
+            Some(self.owner),
+            setup,
+            &self.log_source(),
+        )
     }
 
     fn log(&self) -> String {

@@ -326,6 +326,49 @@ impl Runtime for LocalRuntime {
     }
 }
 
+/// Rewrites the configuration in `data`, has the server reload it (`pg_reload_conf()`), waits
+/// until it has (`pg_conf_load_time()` moves), refuses what its log calls an error, and then
+/// creates the roles and databases the new setup needs. Shared by every runtime: the data
+/// directory and the socket are on this machine even when the server runs in a container.
+pub(super) fn reload_config(
+    data: &Path,
+    sock: &Path,
+    port: u16,
+    owner: Option<(u32, u32)>,
+    setup: &ServerSetup,
+    log: &super::LogSource,
+) -> Result<()> {
+    let admin = Admin::connect(sock, port)?;
+    let before = admin.value("SELECT pg_conf_load_time()::text")?;
+    let log_offset = log().len();
+    write_config(data, sock, port, setup)?;
+    chown_tree(&data.join("pgssl"), owner)?;
+    for f in ["pgssl.conf", "pg_hba.conf", "pg_ident.conf"] {
+        chown_tree(&data.join(f), owner)?;
+    }
+    admin.query("SELECT pg_reload_conf()")?;
+    drop(admin);
+    let start = Instant::now();
+    let admin = loop {
+        let admin = Admin::connect(sock, port)?;
+        if admin.value("SELECT pg_conf_load_time()::text")? != before {
+            break admin;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("server did not reload within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = log();
+    let since = text.get(log_offset..).unwrap_or("");
+    if let Some(line) = since.lines().find(|l| {
+        l.contains("not reloaded") || l.contains("contains errors") || l.contains("could not load")
+    }) {
+        bail!("server rejected the new configuration: {line}");
+    }
+    admin.ensure_objects(&setup.roles, &setup.databases)
+}
+
 /// Writes pgssl.conf, pg_hba.conf, pg_ident.conf and the scenario's files.
 pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSetup) -> Result<()> {
     let quote = |v: &str| format!("'{}'", v.replace('\'', "''"));
@@ -480,40 +523,14 @@ impl Server for LocalServer {
 
     fn reload(&mut self, setup: &ServerSetup) -> Result<()> {
         let data = self.slot.join("data");
-        let admin = Admin::connect(&self.sock, self.port)?;
-        let before = admin.value("SELECT pg_conf_load_time()::text")?;
-        drop(admin);
-        let log_offset = std::fs::metadata(&self.log_path)
-            .map(|m| m.len())
-            .unwrap_or(0);
-        write_config(&data, &self.sock, self.port, setup)?;
-        chown_tree(&data.join("pgssl"), self.owner)?;
-        for f in ["pgssl.conf", "pg_hba.conf", "pg_ident.conf"] {
-            chown_tree(&data.join(f), self.owner)?;
-        }
-        // SAFETY: signalling the postmaster we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
-        let start = Instant::now();
-        let admin = loop {
-            let admin = Admin::connect(&self.sock, self.port)?;
-            if admin.value("SELECT pg_conf_load_time()::text")? != before {
-                break admin;
-            }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("server did not reload within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let log = self.log();
-        let since = log.get(log_offset as usize..).unwrap_or("");
-        if let Some(line) = since.lines().find(|l| {
-            l.contains("not reloaded")
-                || l.contains("contains errors")
-                || l.contains("could not load")
-        }) {
-            bail!("server rejected the new configuration: {line}");
-        }
-        admin.ensure_objects(&setup.roles, &setup.databases)
+        reload_config(
+            &data,
+            &self.sock,
+            self.port,
+            self.owner,
+            setup,
+            &self.log_source(),
+        )
     }
 
     fn log(&self) -> String {
