@@ -63,6 +63,9 @@ fn start_run() -> (Child, Vec<String>) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("no container appeared for pgssl pid {}", child.id());
 }
 
