@@ -1,0 +1,569 @@
+//! NSS of a server build's image as a client stack (`nss:<build>`): NSS 3.61 (bullseye) up to
+//! sid's, through NSS's own tools inside a container of the image, since the FFI helper is
+//! built against this machine's glibc and cannot run there.
+//!
+//! The attempt's libpq options become an NSS database exactly as for the host stack
+//! (`nss::NssDbs`, built on the host with certutil/pk12util/crlutil; the directory is
+//! bind-mounted into the container at the same path). The harness performs the SSLRequest
+//! and then relays the server socket to a loopback listener, to which `tstclnt` (run by
+//! `docker exec -i` in the stack's long-lived container) connects and handshakes; tstclnt's
+//! stdin/stdout carry the plaintext, on which tokio-postgres runs the session as for the host
+//! stack (SCRAM, channel binding from the certificate tstclnt prints, the session query).
+//!
+//! Verification is the image's NSS: verify-full is tstclnt's own certificate authentication
+//! (chain, trust, CRLs, the name given with `-a`); verify-ca and require/prefer with a root
+//! file accept the handshake (`-o`) and verify the chain the server sent with the image's
+//! `vfychain -u 1` (SSL server usage, no name) against the same database before any
+//! plaintext is sent; no root file means no check (`-o`).
+
+use super::nss::{
+    by_mode, classify_driver, classify_nss, failed, finish, nss_error_name, tls_start,
+    ChildRequest, ChildResult, NssDbs, TlsPath,
+};
+use super::nss_ffi::Verify;
+use super::{ClientStack, ConnectRequest};
+use crate::error_class::ErrorClass;
+use crate::facts::ClientFacts;
+use crate::outcome::Outcome;
+use crate::runtime::docker;
+use anyhow::{Context, Result};
+use futures_util::future::BoxFuture;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use testcontainers::{ContainerAsync, GenericImage};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Prefix of the stack's name: `nss:<build>`.
+pub const PREFIX: &str = "nss:";
+
+/// tstclnt's handshake callback prints its statistics last; this line ends them.
+const HANDSHAKE_DONE: &str = "stateless resumes";
+const CHAIN_START: &str = "==== certificate(s) sent by server: ====";
+const CHAIN_LOCAL: &str = "==== locally found issuer certificate(s): ====";
+const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const PEM_END: &str = "-----END CERTIFICATE-----";
+
+pub struct ContainerNss {
+    facts: ClientFacts,
+    /// Field order matters for drop: the container goes first (Drop), then the databases.
+    container: Option<Arc<ContainerAsync<GenericImage>>>,
+    id: String,
+    dbs: NssDbs,
+    _registration: crate::cleanup::Registration,
+}
+
+impl ContainerNss {
+    /// Starts the client container of `build` and detects its NSS version.
+    pub fn new(build: &str) -> Result<Self> {
+        let image = docker::image_for(build)?;
+        let pki_root = crate::pki::cache_root();
+        std::fs::create_dir_all(&pki_root)?;
+        let dbs = NssDbs::new();
+        let req = docker::request(
+            &image,
+            vec!["sleep".into(), "infinity".into()],
+            &[(pki_root.as_path(), true), (dbs.dir(), false)],
+        );
+        let (container, registration) = docker::start(req)?;
+        let id = container.id().to_string();
+        let out = std::process::Command::new("docker")
+            .args([
+                "exec",
+                &id,
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Version}",
+                "libnss3",
+            ])
+            .output()
+            .context("detecting the container's NSS")?;
+        let version =
+            super::container_libpq::upstream_version(String::from_utf8_lossy(&out.stdout).trim());
+        Ok(ContainerNss {
+            facts: ClientFacts {
+                name: format!("{PREFIX}{build}"),
+                tls_library: "nss".into(),
+                tls_version: if version.is_empty() {
+                    "unknown".into()
+                } else {
+                    version
+                },
+                libpq_version: String::new(),
+            },
+            container: Some(Arc::new(container)),
+            id,
+            dbs,
+            _registration: registration,
+        })
+    }
+}
+
+impl Drop for ContainerNss {
+    fn drop(&mut self) {
+        if let Some(c) = self.container.take() {
+            docker::remove_shared(c);
+        }
+    }
+}
+
+impl ClientStack for ContainerNss {
+    fn facts(&self) -> &ClientFacts {
+        &self.facts
+    }
+
+    fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
+        let dbs = self.dbs.clone();
+        let path = InContainer {
+            id: self.id.clone(),
+            dir: dbs.dir().to_path_buf(),
+            secs: request.timeout.as_secs().max(1),
+        };
+        Box::pin(async move {
+            let child = match dbs.prepare(&request).await {
+                Ok(c) => c,
+                Err(outcome) => return outcome,
+            };
+            // Dropping the attempt kills the docker CLI and closes the relay's sockets, so
+            // tstclnt sees both its inputs end; `timeout` inside bounds it as well.
+            match tokio::time::timeout(request.timeout, by_mode(&child, &path)).await {
+                Ok(result) => result.into_outcome(),
+                Err(_) => Outcome::failed(
+                    ErrorClass::Timeout,
+                    format!("no result within {:?}", request.timeout),
+                ),
+            }
+        })
+    }
+}
+
+/// The TLS path through tstclnt in the stack's container.
+struct InContainer {
+    id: String,
+    /// The databases' directory (bind-mounted): peer certificates for vfychain go there.
+    dir: std::path::PathBuf,
+    /// Bound for every tool run inside.
+    secs: u64,
+}
+
+impl TlsPath for InContainer {
+    fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult> {
+        Box::pin(self.attempt(req, mode))
+    }
+}
+
+/// Aborts the relay tasks of an attempt when it ends, however it ends.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// `TLSv1.2` -> `tls1.2` (tstclnt's -V names).
+fn tstclnt_version(v: u16) -> &'static str {
+    match v {
+        0x0301 => "tls1.0",
+        0x0302 => "tls1.1",
+        0x0303 => "tls1.2",
+        _ => "tls1.3",
+    }
+}
+
+/// What tstclnt printed on stderr so far, as it goes.
+#[derive(Default)]
+struct Stderr {
+    text: String,
+    /// PEM of the certificates the server sent, leaf first.
+    sent: Vec<String>,
+    handshake_done: bool,
+}
+
+impl Stderr {
+    /// Feeds one line; returns whether the handshake has completed.
+    fn line(&mut self, line: &str, state: &mut (bool, Option<String>)) -> bool {
+        let l = line.trim_end();
+        self.text.push_str(l);
+        self.text.push('\n');
+        let (in_sent, pem) = state;
+        if l == CHAIN_START {
+            *in_sent = true;
+        } else if l == CHAIN_LOCAL || l.starts_with("==== end") {
+            *in_sent = false;
+        } else if *in_sent && l == PEM_BEGIN {
+            *pem = Some(format!("{l}\n"));
+        } else if let Some(p) = pem.as_mut() {
+            p.push_str(l);
+            p.push('\n');
+            if l == PEM_END {
+                self.sent.push(pem.take().unwrap_or_default());
+            }
+        }
+        if l.ends_with(HANDSHAKE_DONE) {
+            self.handshake_done = true;
+        }
+        self.handshake_done
+    }
+
+    /// tstclnt's own words, without the certificate dumps: what a failure is reported with.
+    fn summary(&self) -> String {
+        let lines: Vec<&str> = self
+            .text
+            .lines()
+            .filter(|l| {
+                nss_error_name(l).is_some()
+                    || l.starts_with("tstclnt:")
+                    || l.starts_with("Bad server certificate")
+                    || l.contains("password")
+                    || l.contains("Failed to load")
+            })
+            .collect();
+        if lines.is_empty() {
+            self.text
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        } else {
+            lines.join(" | ")
+        }
+    }
+}
+
+/// NSS's SEC_ERROR codes that vfychain prints as numbers, by name (stable since NSS 3.0).
+const SEC_ERROR_CODES: &[(i32, &str)] = &[
+    (-8183, "SEC_ERROR_BAD_DER"),
+    (-8182, "SEC_ERROR_BAD_SIGNATURE"),
+    (-8181, "SEC_ERROR_EXPIRED_CERTIFICATE"),
+    (-8180, "SEC_ERROR_REVOKED_CERTIFICATE"),
+    (-8179, "SEC_ERROR_UNKNOWN_ISSUER"),
+    (-8172, "SEC_ERROR_UNTRUSTED_ISSUER"),
+    (-8171, "SEC_ERROR_UNTRUSTED_CERT"),
+    (-8162, "SEC_ERROR_EXPIRED_ISSUER_CERTIFICATE"),
+    (-8161, "SEC_ERROR_CRL_EXPIRED"),
+    (-8160, "SEC_ERROR_CRL_BAD_SIGNATURE"),
+    (-8159, "SEC_ERROR_CRL_INVALID"),
+    (-8158, "SEC_ERROR_EXTENSION_VALUE_INVALID"),
+    (-8156, "SEC_ERROR_CA_CERT_INVALID"),
+    (-8155, "SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID"),
+    (-8154, "SEC_ERROR_CERT_USAGES_INVALID"),
+    (-8151, "SEC_ERROR_UNKNOWN_CRITICAL_EXTENSION"),
+    (-8131, "SEC_ERROR_REVOKED_KEY"),
+    (-8102, "SEC_ERROR_INADEQUATE_KEY_USAGE"),
+    (-8101, "SEC_ERROR_INADEQUATE_CERT_TYPE"),
+    (-8078, "SEC_ERROR_CRL_NOT_YET_VALID"),
+    (-8076, "SEC_ERROR_UNKNOWN_SIGNER"),
+    (-8016, "SEC_ERROR_CERT_SIGNATURE_ALGORITHM_DISABLED"),
+];
+
+/// vfychain's verdict (`ERROR -8179: Peer's Certificate issuer is not recognized.`) with the
+/// error's name put first, as the FFI reports it; unknown codes stay numeric (unclassified).
+fn vfychain_error(out: &str) -> String {
+    let problem = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ERROR "))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(code, text)| (code.trim().parse::<i32>().ok(), text.trim().to_string()));
+    let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    match problem {
+        Some((Some(code), text)) => match SEC_ERROR_CODES.iter().find(|(c, _)| *c == code) {
+            Some((_, name)) => format!("{name}: {text} (vfychain: {flat})"),
+            None => format!("NSS error {code}: {text} (vfychain: {flat})"),
+        },
+        _ => format!("vfychain: {flat}"),
+    }
+}
+
+impl InContainer {
+    async fn attempt(&self, req: &ChildRequest, mode: &str) -> ChildResult {
+        let start = match tls_start(req, mode).await {
+            Ok(s) => s,
+            Err(r) => return r,
+        };
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => return failed(ErrorClass::IoError, format!("relay listener: {e}")),
+        };
+        let port = match listener.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => return failed(ErrorClass::IoError, e.to_string()),
+        };
+        let mut args: Vec<String> = vec![
+            "exec".into(),
+            "-i".into(),
+            self.id.clone(),
+            "timeout".into(),
+            "-k".into(),
+            "1".into(),
+            self.secs.to_string(),
+            "tstclnt".into(),
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            // SNI and the name checked (SSL_SetURL) are the case's host, as for the FFI.
+            "-a".into(),
+            start.host.clone(),
+            "-d".into(),
+            crate::pki::nss::db_arg(&req.db),
+            "-V".into(),
+            format!(
+                "{}:{}",
+                tstclnt_version(start.versions.0),
+                tstclnt_version(start.versions.1)
+            ),
+            // Synchronous certificate validation and client certificate selection: the
+            // asynchronous default only resumes when the socket or stdin has news, which
+            // never comes while the server waits for the handshake.
+            "-O".into(),
+            // The chain as PEM, printed during the handshake (channel binding, vfychain).
+            "-C".into(),
+            "-C".into(),
+            "-C".into(),
+        ];
+        if start.verify != Verify::ChainAndName {
+            args.push("-o".into());
+        }
+        if let Some(n) = &req.nickname {
+            args.extend(["-n".into(), n.clone()]);
+        }
+        if let Some(pw) = &req.db_password {
+            args.extend(["-w".into(), pw.clone()]);
+        }
+        let mut proc = match tokio::process::Command::new("docker")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(p) => p,
+            Err(e) => return failed(ErrorClass::Unclassified, format!("docker exec: {e}")),
+        };
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return failed(ErrorClass::Unclassified, "docker exec without pipes");
+        };
+        let mut tasks = Tasks(Vec::new());
+        // stderr, line by line, until the handshake is done or tstclnt ends.
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut seen = Stderr::default();
+        let mut state = (false, None);
+        let mut server = Some(start.tcp);
+        let mut accept = std::pin::pin!(listener.accept());
+        let mut accepted = false;
+        loop {
+            tokio::select! {
+                a = &mut accept, if !accepted => {
+                    accepted = true;
+                    match a {
+                        Ok((conn, _)) => {
+                            let mut server = server.take().expect("one connection");
+                            tasks.0.push(tokio::spawn(async move {
+                                let mut conn = conn;
+                                let _ = tokio::io::copy_bidirectional(&mut conn, &mut server).await;
+                            }));
+                        }
+                        Err(e) => return failed(ErrorClass::IoError, format!("relay accept: {e}")),
+                    }
+                }
+                l = lines.next_line() => match l {
+                    Ok(Some(l)) => {
+                        if seen.line(&l, &mut state) {
+                            break;
+                        }
+                    }
+                    // tstclnt ended (or its stderr did) before the handshake completed.
+                    _ => return self.ended(proc, &seen).await,
+                }
+            }
+        }
+        // Keep collecting stderr (a later failure is reported there).
+        let seen = Arc::new(std::sync::Mutex::new(seen));
+        {
+            let seen = seen.clone();
+            tasks.0.push(tokio::spawn(async move {
+                let mut state = (false, None);
+                while let Ok(Some(l)) = lines.next_line().await {
+                    seen.lock().expect("stderr").line(&l, &mut state);
+                }
+            }));
+        }
+        let sent = seen.lock().expect("stderr").sent.clone();
+        let Some(leaf) = sent.first().and_then(|p| pem_der(p)) else {
+            return failed(
+                ErrorClass::Unclassified,
+                format!(
+                    "tstclnt printed no server certificate: {}",
+                    seen.lock().expect("stderr").summary()
+                ),
+            );
+        };
+        if start.verify == Verify::Chain {
+            if let Err(raw) = self.vfychain(req, &sent).await {
+                return classify_nss(raw);
+            }
+        }
+        let binding = {
+            use sha2::{Digest, Sha256};
+            Some(Sha256::digest(&leaf).to_vec())
+        };
+        // The driver's end of a socket pair; the other end answers its SSLRequest with `S`
+        // and then carries the plaintext to tstclnt's stdin and from its stdout.
+        let (ours, theirs) = match tokio::net::UnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => return failed(ErrorClass::IoError, e.to_string()),
+        };
+        tasks.0.push(tokio::spawn(async move {
+            let mut ours = ours;
+            let mut request = [0u8; 8];
+            if ours.read_exact(&mut request).await.is_err() || ours.write_all(b"S").await.is_err() {
+                return;
+            }
+            let mut plain = tokio::io::join(stdout, stdin);
+            let _ = tokio::io::copy_bidirectional(&mut ours, &mut plain).await;
+        }));
+        match finish(start.config, theirs, binding).await {
+            Ok(r) => r,
+            // The server's own words win; otherwise NSS's reason, once tstclnt has said it.
+            Err(e) if e.as_db_error().is_some() => classify_driver(&e),
+            Err(e) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), proc.wait()).await;
+                // Let the stderr task take the last lines.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let summary = seen.lock().expect("stderr").summary();
+                if nss_error_name(&summary).is_some() {
+                    classify_nss(format!("{summary} (driver: {})", super::error_chain(&e)))
+                } else {
+                    classify_driver(&e)
+                }
+            }
+        }
+    }
+
+    /// tstclnt ended before the handshake completed: its stderr says why.
+    async fn ended(&self, mut proc: tokio::process::Child, seen: &Stderr) -> ChildResult {
+        let status = tokio::time::timeout(Duration::from_secs(2), proc.wait()).await;
+        let summary = seen.summary();
+        match status {
+            Ok(Ok(s)) if s.code() == Some(124) || s.code() == Some(137) => failed(
+                ErrorClass::Timeout,
+                format!("tstclnt ran out of time: {summary}"),
+            ),
+            _ if nss_error_name(&summary).is_some() => classify_nss(summary),
+            other => failed(
+                ErrorClass::Unclassified,
+                format!("tstclnt ended ({other:?}) without a handshake: {summary}"),
+            ),
+        }
+    }
+
+    /// The image's `vfychain` on the chain the server sent (SSL server usage, no name),
+    /// against the attempt's database: NSS's verdict for verify-ca.
+    async fn vfychain(&self, req: &ChildRequest, sent: &[String]) -> Result<(), String> {
+        let tag = format!(
+            "peer-{}-{:x}",
+            std::process::id(),
+            rand_tag(sent.first().map(String::as_str).unwrap_or(""))
+        );
+        let mut files = Vec::new();
+        for (i, pem) in sent.iter().enumerate() {
+            let f = self.dir.join(format!("{tag}-{i}.pem"));
+            std::fs::write(&f, pem).map_err(|e| format!("writing {}: {e}", f.display()))?;
+            files.push(f);
+        }
+        let mut args: Vec<String> = vec![
+            "exec".into(),
+            self.id.clone(),
+            "timeout".into(),
+            self.secs.to_string(),
+            "vfychain".into(),
+            "-d".into(),
+            crate::pki::nss::db_arg(&req.db),
+            "-u".into(),
+            "1".into(),
+        ];
+        if let Some(pw) = &req.db_password {
+            args.extend(["-w".into(), pw.clone()]);
+        }
+        for f in &files {
+            args.extend(["-a".into(), f.display().to_string()]);
+        }
+        let out = tokio::process::Command::new("docker")
+            .args(&args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await;
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        let out = out.map_err(|e| format!("docker exec vfychain: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            Err(vfychain_error(&text))
+        }
+    }
+}
+
+/// A tag unique enough for concurrent attempts' files.
+fn rand_tag(seed: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(seed.as_bytes());
+    h.finish()
+}
+
+/// The DER of one PEM certificate block.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    openssl::x509::X509::from_pem(pem.as_bytes())
+        .ok()?
+        .to_der()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vfychain_errors_are_named() {
+        let out = "Chain is bad!\nPROBLEM WITH THE CERT CHAIN:\nCERT 0. O=PGDG,CN=x :\n  ERROR -8179: Peer's Certificate issuer is not recognized.\n    CN=Test CA\n";
+        let e = super::vfychain_error(out);
+        assert!(e.starts_with("SEC_ERROR_UNKNOWN_ISSUER: Peer's"), "{e}");
+        assert!(super::vfychain_error("ERROR -1: odd").starts_with("NSS error -1"));
+    }
+
+    #[test]
+    fn stderr_collects_the_sent_chain() {
+        let mut s = super::Stderr::default();
+        let mut st = (false, None);
+        for l in [
+            super::CHAIN_START,
+            "Certificate:",
+            super::PEM_BEGIN,
+            "QUJD",
+            super::PEM_END,
+            super::CHAIN_LOCAL,
+            super::PEM_BEGIN,
+            "REVG",
+            super::PEM_END,
+            "==== end of certificate chain information ====",
+        ] {
+            assert!(!s.line(l, &mut st));
+        }
+        assert!(s.line("0 stateless resumes", &mut st));
+        assert_eq!(
+            s.sent,
+            vec![format!("{}\nQUJD\n{}\n", super::PEM_BEGIN, super::PEM_END)]
+        );
+    }
+}
