@@ -281,6 +281,12 @@ fn vfychain_error(out: &str) -> String {
 
 impl InContainer {
     async fn attempt(&self, req: &ChildRequest, mode: &str) -> ChildResult {
+        let t0 = std::time::Instant::now();
+        let trace = |what: &str| {
+            if std::env::var_os("PGSSL_NSS_TRACE").is_some() {
+                eprintln!("nss-trace {:>6} ms {what}", t0.elapsed().as_millis());
+            }
+        };
         let start = match tls_start(req, mode).await {
             Ok(s) => s,
             Err(r) => return r,
@@ -351,6 +357,7 @@ impl InContainer {
         else {
             return failed(ErrorClass::Unclassified, "docker exec without pipes");
         };
+        trace("spawned");
         let mut tasks = Tasks(Vec::new());
         // stderr, line by line, until the handshake is done or tstclnt ends.
         let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -365,6 +372,7 @@ impl InContainer {
                     accepted = true;
                     match a {
                         Ok((conn, _)) => {
+                            trace("accepted");
                             let mut server = server.take().expect("one connection");
                             tasks.0.push(tokio::spawn(async move {
                                 let mut conn = conn;
@@ -385,6 +393,7 @@ impl InContainer {
                 }
             }
         }
+        trace("handshake");
         // Keep collecting stderr (a later failure is reported there).
         let seen = Arc::new(std::sync::Mutex::new(seen));
         {
@@ -411,6 +420,7 @@ impl InContainer {
                 return classify_nss(raw);
             }
         }
+        trace("verified");
         let binding = {
             use sha2::{Digest, Sha256};
             Some(Sha256::digest(&leaf).to_vec())
@@ -430,7 +440,9 @@ impl InContainer {
             let mut plain = tokio::io::join(stdout, stdin);
             let _ = tokio::io::copy_bidirectional(&mut ours, &mut plain).await;
         }));
-        match finish(start.config, theirs, binding).await {
+        let result = finish(start.config, theirs, binding).await;
+        trace("session");
+        match result {
             Ok(r) => r,
             // The server's own words win; otherwise NSS's reason, once tstclnt has said it.
             Err(e) if e.as_db_error().is_some() => classify_driver(&e),
