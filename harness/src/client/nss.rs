@@ -918,3 +918,28 @@ pub(crate) fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
     let class = super::classify_text(&raw, &[super::DRIVER_ERRORS]);
     failed(class, raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nss_error_names_are_found_after_a_tools_own_words() {
+        let tstclnt = "tstclnt: read from socket failed: SSL_ERROR_BAD_CERT_DOMAIN: Unable to communicate securely with peer: requested domain name does not match the server's certificate.";
+        assert_eq!(nss_error_name(tstclnt), Some("SSL_ERROR_BAD_CERT_DOMAIN"));
+        assert_eq!(
+            nss_error_name("PR_END_OF_FILE_ERROR: Encountered end of file"),
+            Some("PR_END_OF_FILE_ERROR")
+        );
+        assert_eq!(nss_error_name("Bad server certificate: -12276, text"), None);
+        let ChildResult::Failed { class, .. } = classify_nss(tstclnt.into()) else {
+            panic!("a failure")
+        };
+        assert_eq!(class, ErrorClass::HostnameMismatch);
+        let ChildResult::Failed { class, .. } = classify_nss("SEC_ERROR_SOMETHING_NEW: x".into())
+        else {
+            panic!("a failure")
+        };
+        assert_eq!(class, ErrorClass::Unclassified);
+    }
+}
