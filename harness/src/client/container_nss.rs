@@ -48,7 +48,7 @@ pub struct ContainerNss {
     facts: ClientFacts,
     /// Field order matters for drop: the container goes first (Drop), then the databases.
     container: Option<Arc<ContainerAsync<GenericImage>>>,
-    id: String,
+    launcher: Arc<Launcher>,
     dbs: NssDbs,
     _registration: crate::cleanup::Registration,
 }
@@ -81,6 +81,7 @@ impl ContainerNss {
             .context("detecting the container's NSS")?;
         let version =
             super::container_libpq::upstream_version(String::from_utf8_lossy(&out.stdout).trim());
+        let launcher = Arc::new(Launcher::start(&id)?);
         Ok(ContainerNss {
             facts: ClientFacts {
                 name: format!("{PREFIX}{build}"),
@@ -93,7 +94,7 @@ impl ContainerNss {
                 libpq_version: String::new(),
             },
             container: Some(Arc::new(container)),
-            id,
+            launcher,
             dbs,
             _registration: registration,
         })
@@ -102,6 +103,7 @@ impl ContainerNss {
 
 impl Drop for ContainerNss {
     fn drop(&mut self) {
+        self.launcher.stop();
         if let Some(c) = self.container.take() {
             docker::remove_shared(c);
         }
@@ -116,7 +118,7 @@ impl ClientStack for ContainerNss {
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
         let dbs = self.dbs.clone();
         let path = InContainer {
-            id: self.id.clone(),
+            launcher: self.launcher.clone(),
             dir: dbs.dir().to_path_buf(),
             secs: request.timeout.as_secs().max(1),
         };
@@ -138,9 +140,82 @@ impl ClientStack for ContainerNss {
     }
 }
 
+/// Marks the exit status a tool's wrapper appends to its output.
+const EXIT_MARK: &str = "pgssl-exit=";
+
+/// One long-lived `docker exec -i <container> bash` that starts the tools of every attempt:
+/// a `docker exec` per tool cost 0.3-0.5 s under the runner's concurrency (runc sets up each
+/// exec), more than everything else in an attempt. Each attempt writes one command line; bash
+/// runs it in the background, its stdio connected back to the harness's loopback listeners
+/// through bash's `/dev/tcp` (the container shares the host's network namespace).
+struct Launcher {
+    proc: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl Launcher {
+    fn start(id: &str) -> Result<Self> {
+        let proc = std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                id,
+                "bash",
+                "-c",
+                "while IFS= read -r line; do (eval \"$line\") & done",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the tool launcher in the NSS container")?;
+        Ok(Launcher {
+            proc: std::sync::Mutex::new(Some(proc)),
+        })
+    }
+
+    /// Hands one command line to bash (whole lines under the lock, so none interleave).
+    fn run(&self, line: &str) -> Result<(), String> {
+        use std::io::Write;
+        let mut guard = self.proc.lock().expect("launcher");
+        let stdin = guard
+            .as_mut()
+            .and_then(|p| p.stdin.as_mut())
+            .ok_or("the tool launcher has stopped")?;
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| stdin.flush())
+            .map_err(|e| format!("the tool launcher: {e}"))
+    }
+
+    fn stop(&self) {
+        if let Some(mut p) = self.proc.lock().expect("launcher").take() {
+            drop(p.stdin.take());
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+/// A word for bash, single-quoted.
+fn sh_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+/// A loopback listener for one connection back from the container.
+async fn listener() -> Result<(tokio::net::TcpListener, u16), ChildResult> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| failed(ErrorClass::IoError, format!("loopback listener: {e}")))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| failed(ErrorClass::IoError, e.to_string()))?
+        .port();
+    Ok((l, port))
+}
+
 /// The TLS path through tstclnt in the stack's container.
 struct InContainer {
-    id: String,
+    launcher: Arc<Launcher>,
     /// The databases' directory (bind-mounted): peer certificates for vfychain go there.
     dir: std::path::PathBuf,
     /// Bound for every tool run inside.
@@ -291,18 +366,13 @@ impl InContainer {
             Ok(s) => s,
             Err(r) => return r,
         };
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(l) => l,
-            Err(e) => return failed(ErrorClass::IoError, format!("relay listener: {e}")),
-        };
-        let port = match listener.local_addr() {
-            Ok(a) => a.port(),
-            Err(e) => return failed(ErrorClass::IoError, e.to_string()),
-        };
+        // tstclnt's TLS connection, its stdin/stdout (plaintext), its stderr.
+        let ((tls_l, tls_port), (plain_l, plain_port), (err_l, err_port)) =
+            match (listener().await, listener().await, listener().await) {
+                (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+            };
         let mut args: Vec<String> = vec![
-            "exec".into(),
-            "-i".into(),
-            self.id.clone(),
             "timeout".into(),
             "-k".into(),
             "1".into(),
@@ -311,7 +381,7 @@ impl InContainer {
             "-h".into(),
             "127.0.0.1".into(),
             "-p".into(),
-            port.to_string(),
+            tls_port.to_string(),
             // SNI and the name checked (SSL_SetURL) are the case's host, as for the FFI.
             "-a".into(),
             start.host.clone(),
@@ -341,55 +411,56 @@ impl InContainer {
         if let Some(pw) = &req.db_password {
             args.extend(["-w".into(), pw.clone()]);
         }
-        let mut proc = match tokio::process::Command::new("docker")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(p) => p,
-            Err(e) => return failed(ErrorClass::Unclassified, format!("docker exec: {e}")),
-        };
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
-        else {
-            return failed(ErrorClass::Unclassified, "docker exec without pipes");
-        };
-        trace("spawned");
+        let cmd = args
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let line = format!(
+            "{{ {cmd} 0<&3 1>&3 3>&-; echo \"{EXIT_MARK}$?\" >&2; }} \
+             3<>/dev/tcp/127.0.0.1/{plain_port} 2>/dev/tcp/127.0.0.1/{err_port}"
+        );
+        if let Err(e) = self.launcher.run(&line) {
+            return failed(ErrorClass::Unclassified, e);
+        }
+        trace("launched");
         let mut tasks = Tasks(Vec::new());
-        // stderr, line by line, until the handshake is done or tstclnt ends.
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        // bash opens the stdio connection, then stderr's, then starts tstclnt, which
+        // connects to the relay.
+        let plain = match plain_l.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => return failed(ErrorClass::IoError, format!("stdio accept: {e}")),
+        };
+        let mut lines = match err_l.accept().await {
+            Ok((conn, _)) => tokio::io::BufReader::new(conn).lines(),
+            Err(e) => return failed(ErrorClass::IoError, format!("stderr accept: {e}")),
+        };
+        let mut server = Some(start.tcp);
         let mut seen = Stderr::default();
         let mut state = (false, None);
-        let mut server = Some(start.tcp);
-        let mut accept = std::pin::pin!(listener.accept());
-        let mut accepted = false;
+        let mut tls_accept = std::pin::pin!(tls_l.accept());
+        // Until the handshake completes (or tstclnt ends): relay TLS, collect stderr.
         loop {
             tokio::select! {
-                a = &mut accept, if !accepted => {
-                    accepted = true;
-                    match a {
-                        Ok((conn, _)) => {
-                            trace("accepted");
-                            let mut server = server.take().expect("one connection");
-                            tasks.0.push(tokio::spawn(async move {
-                                let mut conn = conn;
-                                let _ = tokio::io::copy_bidirectional(&mut conn, &mut server).await;
-                            }));
-                        }
-                        Err(e) => return failed(ErrorClass::IoError, format!("relay accept: {e}")),
+                a = &mut tls_accept, if server.is_some() => match a {
+                    Ok((conn, _)) => {
+                        trace("accepted");
+                        let mut server = server.take().expect("one connection");
+                        tasks.0.push(tokio::spawn(async move {
+                            let mut conn = conn;
+                            let _ = tokio::io::copy_bidirectional(&mut conn, &mut server).await;
+                        }));
                     }
-                }
+                    Err(e) => return failed(ErrorClass::IoError, format!("relay accept: {e}")),
+                },
                 l = lines.next_line() => match l {
                     Ok(Some(l)) => {
                         if seen.line(&l, &mut state) {
                             break;
                         }
                     }
-                    // tstclnt ended (or its stderr did) before the handshake completed.
-                    _ => return self.ended(proc, &seen).await,
+                    // tstclnt ended before the handshake completed.
+                    _ => return ended(&seen),
                 }
             }
         }
@@ -432,12 +503,11 @@ impl InContainer {
             Err(e) => return failed(ErrorClass::IoError, e.to_string()),
         };
         tasks.0.push(tokio::spawn(async move {
-            let mut ours = ours;
+            let (mut ours, mut plain) = (ours, plain);
             let mut request = [0u8; 8];
             if ours.read_exact(&mut request).await.is_err() || ours.write_all(b"S").await.is_err() {
                 return;
             }
-            let mut plain = tokio::io::join(stdout, stdin);
             let _ = tokio::io::copy_bidirectional(&mut ours, &mut plain).await;
         }));
         let result = finish(start.config, theirs, binding).await;
@@ -447,9 +517,12 @@ impl InContainer {
             // The server's own words win; otherwise NSS's reason, once tstclnt has said it.
             Err(e) if e.as_db_error().is_some() => classify_driver(&e),
             Err(e) => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), proc.wait()).await;
-                // Let the stderr task take the last lines.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                for _ in 0..100 {
+                    if seen.lock().expect("stderr").text.contains(EXIT_MARK) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 let summary = seen.lock().expect("stderr").summary();
                 if nss_error_name(&summary).is_some() {
                     classify_nss(format!("{summary} (driver: {})", super::error_chain(&e)))
@@ -457,23 +530,6 @@ impl InContainer {
                     classify_driver(&e)
                 }
             }
-        }
-    }
-
-    /// tstclnt ended before the handshake completed: its stderr says why.
-    async fn ended(&self, mut proc: tokio::process::Child, seen: &Stderr) -> ChildResult {
-        let status = tokio::time::timeout(Duration::from_secs(2), proc.wait()).await;
-        let summary = seen.summary();
-        match status {
-            Ok(Ok(s)) if s.code() == Some(124) || s.code() == Some(137) => failed(
-                ErrorClass::Timeout,
-                format!("tstclnt ran out of time: {summary}"),
-            ),
-            _ if nss_error_name(&summary).is_some() => classify_nss(summary),
-            other => failed(
-                ErrorClass::Unclassified,
-                format!("tstclnt ended ({other:?}) without a handshake: {summary}"),
-            ),
         }
     }
 
@@ -491,9 +547,22 @@ impl InContainer {
             std::fs::write(&f, pem).map_err(|e| format!("writing {}: {e}", f.display()))?;
             files.push(f);
         }
+        let result = self.vfychain_run(req, &files).await;
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
+        result
+    }
+
+    async fn vfychain_run(
+        &self,
+        req: &ChildRequest,
+        files: &[std::path::PathBuf],
+    ) -> Result<(), String> {
+        let (l, port) = listener()
+            .await
+            .map_err(|_| "vfychain: no loopback listener".to_string())?;
         let mut args: Vec<String> = vec![
-            "exec".into(),
-            self.id.clone(),
             "timeout".into(),
             self.secs.to_string(),
             "vfychain".into(),
@@ -505,26 +574,53 @@ impl InContainer {
         if let Some(pw) = &req.db_password {
             args.extend(["-w".into(), pw.clone()]);
         }
-        for f in &files {
+        for f in files {
             args.extend(["-a".into(), f.display().to_string()]);
         }
-        let out = tokio::process::Command::new("docker")
-            .args(&args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await;
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
-        let out = out.map_err(|e| format!("docker exec vfychain: {e}"))?;
-        if out.status.success() {
+        let cmd = args
+            .iter()
+            .map(|a| sh_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.launcher.run(&format!(
+            "{{ {cmd} </dev/null; echo \"{EXIT_MARK}$?\"; }} >/dev/tcp/127.0.0.1/{port} 2>&1"
+        ))?;
+        let (mut conn, _) = l.accept().await.map_err(|e| format!("vfychain: {e}"))?;
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out)
+            .await
+            .map_err(|e| format!("vfychain: {e}"))?;
+        let text = String::from_utf8_lossy(&out);
+        let (text, code) = match text.trim_end().rsplit_once(EXIT_MARK) {
+            Some((rest, code)) => (rest.to_string(), code.trim().parse::<i32>().ok()),
+            None => (text.to_string(), None),
+        };
+        if code == Some(0) {
             Ok(())
         } else {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr);
             Err(vfychain_error(&text))
         }
+    }
+}
+
+/// tstclnt ended before the handshake completed: its stderr says why.
+fn ended(seen: &Stderr) -> ChildResult {
+    let summary = seen.summary();
+    let code = seen
+        .text
+        .lines()
+        .find_map(|l| l.strip_prefix(EXIT_MARK))
+        .and_then(|c| c.trim().parse::<i32>().ok());
+    match code {
+        Some(124) | Some(137) => failed(
+            ErrorClass::Timeout,
+            format!("tstclnt ran out of time: {summary}"),
+        ),
+        _ if nss_error_name(&summary).is_some() => classify_nss(summary),
+        _ => failed(
+            ErrorClass::Unclassified,
+            format!("tstclnt ended (exit {code:?}) without a handshake: {summary}"),
+        ),
     }
 }
 
