@@ -5,10 +5,11 @@
 //! The attempt's libpq options become an NSS database exactly as for the host stack
 //! (`nss::NssDbs`, built on the host with certutil/pk12util/crlutil; the directory is
 //! bind-mounted into the container at the same path). The harness performs the SSLRequest
-//! and then relays the server socket to a loopback listener, to which `tstclnt` (run by
-//! `docker exec -i` in the stack's long-lived container) connects and handshakes; tstclnt's
-//! stdin/stdout carry the plaintext, on which tokio-postgres runs the session as for the host
-//! stack (SCRAM, channel binding from the certificate tstclnt prints, the session query).
+//! and then relays the server socket to a loopback listener, to which `tstclnt` (started in
+//! the stack's long-lived container by its launcher, one `docker exec`d bash per stack)
+//! connects and handshakes; tstclnt's stdin/stdout come back over another loopback
+//! connection and carry the plaintext, on which tokio-postgres runs the session as for the
+//! host stack (SCRAM, channel binding from the certificate tstclnt prints, the session query).
 //!
 //! Verification is the image's NSS: verify-full is tstclnt's own certificate authentication
 //! (chain, trust, CRLs, the name given with `-a`); verify-ca and require/prefer with a root
