@@ -24,8 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Built databases by what went into them.
-type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<PathBuf>>>>>;
+/// Built databases by what went into them; a build that failed keeps its outcome (building
+/// again into the half-made directory would hang on the tools' prompts).
+type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<Result<PathBuf, Outcome>>>>>>;
 
 /// The NSS databases of one stack: derived from each attempt's libpq options, built once per
 /// distinct set of options in a private directory. Shared by the host stack and `nss:<build>`
@@ -254,21 +255,23 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         .clone();
     let mut slot = slot.lock().expect("nss db slot");
     let db = match slot.as_ref() {
-        Some(d) => d.clone(),
+        Some(built) => built.clone()?,
         None => {
             let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
-            crate::pki::nss::build(&d, &plan).map_err(|e| {
-                let raw = format!("building the NSS database: {e:#}");
-                // pk12util cannot take a key that does not belong to its certificate.
-                let class = if raw.contains("key values mismatch") {
-                    ErrorClass::ClientKeyInvalid
-                } else {
-                    ErrorClass::Unclassified
-                };
-                Outcome::failed(class, raw)
-            })?;
-            *slot = Some(d.clone());
-            d
+            let built = crate::pki::nss::build(&d, &plan)
+                .map(|_| d)
+                .map_err(|e| {
+                    let raw = format!("building the NSS database: {e:#}");
+                    // pk12util cannot take a key that does not belong to its certificate.
+                    let class = if raw.contains("key values mismatch") {
+                        ErrorClass::ClientKeyInvalid
+                    } else {
+                        ErrorClass::Unclassified
+                    };
+                    Outcome::failed(class, raw)
+                });
+            *slot = Some(built.clone());
+            built?
         }
     };
     drop(slot);
