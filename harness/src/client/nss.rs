@@ -258,18 +258,16 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         Some(built) => built.clone()?,
         None => {
             let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
-            let built = crate::pki::nss::build(&d, &plan)
-                .map(|_| d)
-                .map_err(|e| {
-                    let raw = format!("building the NSS database: {e:#}");
-                    // pk12util cannot take a key that does not belong to its certificate.
-                    let class = if raw.contains("key values mismatch") {
-                        ErrorClass::ClientKeyInvalid
-                    } else {
-                        ErrorClass::Unclassified
-                    };
-                    Outcome::failed(class, raw)
-                });
+            let built = crate::pki::nss::build(&d, &plan).map(|_| d).map_err(|e| {
+                let raw = format!("building the NSS database: {e:#}");
+                // pk12util cannot take a key that does not belong to its certificate.
+                let class = if raw.contains("key values mismatch") {
+                    ErrorClass::ClientKeyInvalid
+                } else {
+                    ErrorClass::Unclassified
+                };
+                Outcome::failed(class, raw)
+            });
             *slot = Some(built.clone());
             built?
         }
