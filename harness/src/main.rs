@@ -256,7 +256,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         .cloned()
         .collect();
     for c in &config.clients {
-        if let Some(b) = c.strip_prefix("libpq:") {
+        if let Some(b) = pgssl::client::container_build(c) {
             if !builds.iter().any(|x| x == b) {
                 builds.push(b.to_string());
             }

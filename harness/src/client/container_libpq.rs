@@ -101,7 +101,7 @@ impl Drop for ContainerLibpq {
 }
 
 /// `13.22-0+deb11u1` -> `13.22`; `1:3.0.17-1~deb12u2` -> `3.0.17`.
-fn upstream_version(v: &str) -> String {
+pub(crate) fn upstream_version(v: &str) -> String {
     let v = v.split_once(':').map_or(v, |(_, rest)| rest);
     v.split(['-', '+', '~']).next().unwrap_or(v).to_string()
 }

@@ -3,6 +3,7 @@
 //! connects, runs [`crate::outcome::SESSION_QUERY`] and maps its native errors to classes.
 
 mod container_libpq;
+mod container_nss;
 pub mod isolated;
 mod libpq;
 mod native_tls;
@@ -12,6 +13,7 @@ mod rustls;
 mod server_messages;
 
 pub use container_libpq::ContainerLibpq;
+pub use container_nss::ContainerNss;
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
 pub use nss::{child_main as nss_attempt_main, Nss};
@@ -72,6 +74,12 @@ pub trait ClientStack: Send + Sync {
 /// Names of every stack `client_by_name` knows, the default set for a run.
 pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls", "rustls", "nss"];
 
+/// The server build whose image an in-container stack (`libpq:<build>`, `nss:<build>`) runs in.
+pub fn container_build(name: &str) -> Option<&str> {
+    name.strip_prefix(container_libpq::PREFIX)
+        .or_else(|| name.strip_prefix(container_nss::PREFIX))
+}
+
 /// Builds a client stack by name.
 pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
     Ok(match name {
@@ -83,8 +91,12 @@ pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
         other if other.starts_with(container_libpq::PREFIX) => Arc::new(ContainerLibpq::new(
             &other[container_libpq::PREFIX.len()..],
         )?),
+        // NSS of a server build's image: tstclnt/vfychain inside a container of it.
+        other if other.starts_with(container_nss::PREFIX) => Arc::new(ContainerNss::new(
+            &other[container_nss::PREFIX.len()..],
+        )?),
         other => anyhow::bail!(
-            "unknown client stack {other:?}; expected one of: {}, or libpq:<server build>",
+            "unknown client stack {other:?}; expected one of: {}, libpq:<server build> or nss:<server build>",
             CLIENT_NAMES.join(", ")
         ),
     })

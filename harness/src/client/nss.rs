@@ -24,14 +24,49 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// Built databases by what went into them.
-type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<PathBuf>>>>>;
+/// Built databases by what went into them; a build that failed keeps its outcome (building
+/// again into the half-made directory would hang on the tools' prompts).
+type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<Result<PathBuf, Outcome>>>>>>;
+
+/// The NSS databases of one stack: derived from each attempt's libpq options, built once per
+/// distinct set of options in a private directory. Shared by the host stack and `nss:<build>`
+/// (whose container sees the directory through a bind mount at the same path).
+#[derive(Clone)]
+pub(crate) struct NssDbs {
+    dbs: Arc<DbCache>,
+    dir: Arc<tempfile::TempDir>,
+}
+
+impl NssDbs {
+    pub(crate) fn new() -> Self {
+        NssDbs {
+            dbs: Arc::default(),
+            dir: Arc::new(
+                tempfile::Builder::new()
+                    .prefix("pgssl-nss-")
+                    .tempdir()
+                    .expect("temporary directory for NSS databases"),
+            ),
+        }
+    }
+
+    /// Where the databases (and files derived for them) live.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The attempt's database (built on first use, off the async threads) and request.
+    pub(crate) async fn prepare(&self, request: &ConnectRequest) -> Result<ChildRequest, Outcome> {
+        let (this, request) = (self.clone(), request.clone());
+        tokio::task::spawn_blocking(move || prepare(&request, &this.dbs, this.dir.path()))
+            .await
+            .unwrap_or_else(|e| Err(Outcome::failed(ErrorClass::Unclassified, e.to_string())))
+    }
+}
 
 pub struct Nss {
     facts: ClientFacts,
-    /// Databases by what goes into them, built once per run.
-    dbs: Arc<DbCache>,
-    dir: Arc<tempfile::TempDir>,
+    dbs: NssDbs,
 }
 
 impl Nss {
@@ -43,13 +78,7 @@ impl Nss {
                 tls_version: nss_version(),
                 libpq_version: String::new(),
             },
-            dbs: Arc::default(),
-            dir: Arc::new(
-                tempfile::Builder::new()
-                    .prefix("pgssl-nss-")
-                    .tempdir()
-                    .expect("temporary directory for NSS databases"),
-            ),
+            dbs: NssDbs::new(),
         }
     }
 }
@@ -85,6 +114,9 @@ pub struct ChildRequest {
     pub nickname: Option<String>,
     /// The session SQL to run once connected.
     pub sql: String,
+    /// The case's environment, for stacks that start their own tool processes.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// What the child reports.
@@ -100,26 +132,30 @@ impl ClientStack for Nss {
     }
 
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
-        let (dbs, dir) = (self.dbs.clone(), self.dir.clone());
+        let dbs = self.dbs.clone();
         Box::pin(async move {
-            let prepared = tokio::task::spawn_blocking(move || {
-                prepare(&request, &dbs, dir.path()).map(|c| (c, request))
-            })
-            .await;
-            let (child, request) = match prepared {
-                Ok(Ok(x)) => x,
-                Ok(Err(outcome)) => return outcome,
-                Err(e) => return Outcome::failed(ErrorClass::Unclassified, e.to_string()),
+            let child = match dbs.prepare(&request).await {
+                Ok(c) => c,
+                Err(outcome) => return outcome,
             };
             match run_child(&child, request.timeout).await {
-                Ok(ChildResult::Row(row)) => match Session::from_row(&row) {
-                    Ok(s) => Outcome::Connected(Box::new(s)),
-                    Err(e) => Outcome::failed(ErrorClass::Unclassified, e),
-                },
-                Ok(ChildResult::Failed { class, raw }) => Outcome::failed(class, raw),
+                Ok(result) => result.into_outcome(),
                 Err(outcome) => outcome,
             }
         })
+    }
+}
+
+impl ChildResult {
+    /// The core's outcome: a row becomes the session it describes.
+    pub(crate) fn into_outcome(self) -> Outcome {
+        match self {
+            ChildResult::Row(row) => match Session::from_row(&row) {
+                Ok(s) => Outcome::Connected(Box::new(s)),
+                Err(e) => Outcome::failed(ErrorClass::Unclassified, e),
+            },
+            ChildResult::Failed { class, raw } => Outcome::failed(class, raw),
+        }
     }
 }
 
@@ -224,10 +260,10 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         .clone();
     let mut slot = slot.lock().expect("nss db slot");
     let db = match slot.as_ref() {
-        Some(d) => d.clone(),
+        Some(built) => built.clone()?,
         None => {
             let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
-            crate::pki::nss::build(&d, &plan).map_err(|e| {
+            let built = crate::pki::nss::build(&d, &plan).map(|_| d).map_err(|e| {
                 let raw = format!("building the NSS database: {e:#}");
                 // pk12util cannot take a key that does not belong to its certificate.
                 let class = if raw.contains("key values mismatch") {
@@ -236,9 +272,9 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
                     ErrorClass::Unclassified
                 };
                 Outcome::failed(class, raw)
-            })?;
-            *slot = Some(d.clone());
-            d
+            });
+            *slot = Some(built.clone());
+            built?
         }
     };
     drop(slot);
@@ -248,6 +284,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         db_password: plan.password,
         nickname,
         sql: request.session_sql(),
+        env: request.env.clone(),
     })
 }
 
@@ -362,14 +399,14 @@ pub fn child_main() -> i32 {
     0
 }
 
-fn failed(class: ErrorClass, raw: impl Into<String>) -> ChildResult {
+pub(crate) fn failed(class: ErrorClass, raw: impl Into<String>) -> ChildResult {
     ChildResult::Failed {
         class,
         raw: raw.into(),
     }
 }
 
-fn get<'a>(req: &'a ChildRequest, key: &str) -> Option<&'a str> {
+pub(crate) fn get<'a>(req: &'a ChildRequest, key: &str) -> Option<&'a str> {
     req.params
         .iter()
         .find(|(k, _)| k == key)
@@ -390,6 +427,17 @@ fn child(req: &ChildRequest) -> ChildResult {
         Ok(rt) => rt,
         Err(e) => return failed(ErrorClass::Unclassified, e.to_string()),
     };
+    rt.block_on(by_mode(req, &HostTls))
+}
+
+/// How one stack runs the TLS path of an attempt (after the shared checks of [`by_mode`]).
+pub(crate) trait TlsPath: Send + Sync {
+    fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult>;
+}
+
+/// libpq's sslmode semantics around a stack's TLS path: option checks, plaintext for
+/// disable, allow's and prefer's second tries.
+pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
     // As libpq, the version bounds are checked whatever the mode.
     for key in ["ssl_min_protocol_version", "ssl_max_protocol_version"] {
         if let Some(v) = get(req, key).filter(|v| !v.is_empty()) {
@@ -420,27 +468,27 @@ fn child(req: &ChildRequest) -> ChildResult {
         get(req, "host").is_some_and(|h| h.starts_with('/')) && get(req, "hostaddr").is_none();
     match mode {
         "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full" if unix_socket => {
-            rt.block_on(plain(req))
+            plain(req).await
         }
-        "disable" => rt.block_on(plain(req)),
+        "disable" => plain(req).await,
         // libpq's allow: plaintext first, TLS when the server turns plaintext away.
-        "allow" => match rt.block_on(plain(req)) {
+        "allow" => match plain(req).await {
             ChildResult::Failed {
                 class: ErrorClass::SslRequired | ErrorClass::HbaRejected,
                 ..
-            } => tls(req, &rt, mode),
+            } => path.tls(req, mode).await,
             other => other,
         },
         // libpq's prefer: TLS first, plaintext again when that fails.
-        "prefer" => match tls(req, &rt, mode) {
+        "prefer" => match path.tls(req, mode).await {
             r @ ChildResult::Row(_) => r,
             r @ ChildResult::Failed {
                 class: ErrorClass::Timeout,
                 ..
             } => r,
-            _ => rt.block_on(plain(req)),
+            _ => plain(req).await,
         },
-        "require" | "verify-ca" | "verify-full" => tls(req, &rt, mode),
+        "require" | "verify-ca" | "verify-full" => path.tls(req, mode).await,
         other => failed(
             ErrorClass::InvalidOption,
             format!("invalid sslmode value: \"{other}\""),
@@ -480,7 +528,9 @@ async fn plain(req: &ChildRequest) -> ChildResult {
         Err(r) => return r,
     };
     match config.connect(tokio_postgres::NoTls).await {
-        Ok((client, conn)) => session(&req.sql, client, conn).await,
+        Ok((client, conn)) => session(&req.sql, client, conn)
+            .await
+            .unwrap_or_else(|e| classify_driver(&e)),
         Err(e) => classify_driver(&e),
     }
 }
@@ -489,7 +539,7 @@ async fn session<S, T>(
     sql: &str,
     client: tokio_postgres::Client,
     conn: tokio_postgres::Connection<S, T>,
-) -> ChildResult
+) -> Result<ChildResult, tokio_postgres::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -497,28 +547,38 @@ where
     let driver = tokio::spawn(conn);
     let rows = client.simple_query(sql).await;
     driver.abort();
-    match rows {
-        Ok(msgs) => msgs
-            .into_iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some(ChildResult::Row(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("").to_string())
-                        .collect(),
-                )),
-                _ => None,
-            })
-            .unwrap_or_else(|| failed(ErrorClass::Unclassified, "session query returned no row")),
-        Err(e) => classify_driver(&e),
-    }
+    Ok(rows?
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(ChildResult::Row(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("").to_string())
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .unwrap_or_else(|| failed(ErrorClass::Unclassified, "session query returned no row")))
 }
 
-/// The TLS path: TCP, SSLRequest, NSS handshake, then the session over the NSS stream.
-fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildResult {
-    let config = match driver_config(req, "require") {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+/// What every TLS path starts from: the server has answered the SSLRequest with `S`.
+pub(crate) struct TlsStart {
+    /// The socket to the server, right after the `S`.
+    pub tcp: tokio::net::TcpStream,
+    /// The options for tokio-postgres (TLS ones removed).
+    pub config: tokio_postgres::Config,
+    /// The host name the certificate is checked against (SNI and SSL_SetURL).
+    pub host: String,
+    /// How much of the server certificate to check.
+    pub verify: Verify,
+    /// ssl_min/max_protocol_version as NSS numbers them.
+    pub versions: (u16, u16),
+}
+
+/// The shared start of the TLS path: version range, TCP, SSLRequest, and libpq's rule for
+/// what sslmode and a root file ask of the server certificate.
+pub(crate) async fn tls_start(req: &ChildRequest, mode: &str) -> Result<TlsStart, ChildResult> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = driver_config(req, "require")?;
     let lo = get(req, "ssl_min_protocol_version")
         .filter(|v| !v.is_empty())
         .unwrap_or("TLSv1.2");
@@ -527,16 +587,16 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
         .unwrap_or("TLSv1.3");
     let (Some(lo_n), Some(hi_n)) = (nss_ffi::version_number(lo), nss_ffi::version_number(hi))
     else {
-        return failed(
+        return Err(failed(
             ErrorClass::InvalidOption,
             format!("invalid TLS protocol version {lo:?}..{hi:?}"),
-        );
+        ));
     };
     if lo_n > hi_n {
-        return failed(
+        return Err(failed(
             ErrorClass::ProtocolVersion,
             format!("invalid SSL protocol version range {lo}..{hi}"),
-        );
+        ));
     }
     let host = get(req, "host").unwrap_or("localhost");
     let addr = get(req, "hostaddr").unwrap_or(host);
@@ -546,55 +606,115 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
     let secs: u64 = get(req, "connect_timeout")
         .and_then(|t| t.parse().ok())
         .unwrap_or(10);
-    let sockaddr = match format!("{addr}:{port}")
+    let sockaddr = format!("{addr}:{port}")
         .parse::<std::net::SocketAddr>()
         .or_else(|_| format!("[{addr}]:{port}").parse())
+        .map_err(|e| failed(ErrorClass::InvalidOption, format!("hostaddr {addr:?}: {e}")))?;
+    let mut tcp = match tokio::time::timeout(
+        Duration::from_secs(secs),
+        tokio::net::TcpStream::connect(sockaddr),
+    )
+    .await
     {
-        Ok(a) => a,
-        Err(e) => return failed(ErrorClass::InvalidOption, format!("hostaddr {addr:?}: {e}")),
-    };
-    let mut tcp = match std::net::TcpStream::connect_timeout(&sockaddr, Duration::from_secs(secs)) {
-        Ok(s) => s,
-        Err(e) => {
-            return failed(
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(failed(
                 ErrorClass::IoError,
                 format!("connecting to {sockaddr}: {e}"),
-            )
+            ))
+        }
+        Err(_) => {
+            return Err(failed(
+                ErrorClass::Timeout,
+                format!("connecting to {sockaddr}: no answer within {secs} s"),
+            ))
         }
     };
     // SSLRequest: length 8, code 80877103.
     let mut answer = [0u8; 1];
-    if let Err(e) = tcp
-        .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
-        .and_then(|_| tcp.read_exact(&mut answer))
-    {
-        return failed(ErrorClass::IoError, format!("SSLRequest: {e}"));
+    let exchange = async {
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+        tcp.read_exact(&mut answer).await
+    };
+    if let Err(e) = exchange.await {
+        return Err(failed(ErrorClass::IoError, format!("SSLRequest: {e}")));
     }
     if answer[0] != b'S' {
-        return failed(
+        return Err(failed(
             ErrorClass::SslNotSupported,
             "server does not support SSL, but SSL was required",
-        );
+        ));
     }
     // As libpq: verification needs a root file; require/prefer verify only when one exists.
     let root = get(req, "sslrootcert");
     let root_exists = root.is_some_and(|r| r == "system" || Path::new(r).exists());
     let verify = match mode {
         "verify-full" | "verify-ca" if !root_exists => {
-            return failed(
+            return Err(failed(
                 ErrorClass::RootCertMissing,
                 format!(
                     "root certificate file {:?} does not exist",
                     root.unwrap_or("")
                 ),
-            )
+            ))
         }
         "verify-full" => Verify::ChainAndName,
         "verify-ca" => Verify::Chain,
         _ if root_exists => Verify::Chain,
         _ => Verify::Nothing,
     };
-    let conn = match nss_ffi::handshake(tcp, host, verify, req.nickname.as_deref(), (lo_n, hi_n)) {
+    Ok(TlsStart {
+        tcp,
+        config,
+        host: host.to_string(),
+        verify,
+        versions: (lo_n, hi_n),
+    })
+}
+
+/// The PostgreSQL session over the plaintext side of a TLS path: tokio-postgres on the
+/// driver's end of a socket pair whose other end is relayed to the TLS stream (the relay
+/// answers the driver's own SSLRequest with `S`). Errors stay raw: a stack may know better.
+pub(crate) async fn finish(
+    config: tokio_postgres::Config,
+    stream: tokio::net::UnixStream,
+    binding: Option<Vec<u8>>,
+    sql: &str,
+) -> Result<ChildResult, tokio_postgres::Error> {
+    let (client, conn) = config.connect_raw(stream, Bridge { binding }).await?;
+    session(sql, client, conn).await
+}
+
+/// The host stack's TLS path: NSS in this (child) process, through `nss_ffi`.
+struct HostTls;
+
+impl TlsPath for HostTls {
+    fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult> {
+        Box::pin(host_tls(req, mode))
+    }
+}
+
+/// TCP, SSLRequest, NSS handshake, then the session over the NSS stream.
+async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
+    let start = match tls_start(req, mode).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let tcp = match start.tcp.into_std() {
+        Ok(t) => t,
+        Err(e) => return failed(ErrorClass::IoError, e.to_string()),
+    };
+    if let Err(e) = tcp.set_nonblocking(false) {
+        return failed(ErrorClass::IoError, e.to_string());
+    }
+    // The child does one attempt: blocking this thread during the handshake stalls nothing.
+    let conn = match nss_ffi::handshake(
+        tcp,
+        &start.host,
+        start.verify,
+        req.nickname.as_deref(),
+        start.versions,
+    ) {
         Ok(c) => Arc::new(c),
         Err(raw) => return classify_nss(raw),
     };
@@ -607,17 +727,16 @@ fn tls(req: &ChildRequest, rt: &tokio::runtime::Runtime, mode: &str) -> ChildRes
         Err(e) => return failed(ErrorClass::IoError, e.to_string()),
     };
     relay(conn, ours);
-    rt.block_on(async move {
-        theirs.set_nonblocking(true).ok();
-        let stream = match tokio::net::UnixStream::from_std(theirs) {
-            Ok(s) => s,
-            Err(e) => return failed(ErrorClass::IoError, e.to_string()),
-        };
-        match config.connect_raw(stream, Bridge { binding }).await {
-            Ok((client, conn)) => session(&req.sql, client, conn).await,
-            Err(e) => classify_driver(&e),
-        }
-    })
+    if let Err(e) = theirs.set_nonblocking(true) {
+        return failed(ErrorClass::IoError, e.to_string());
+    }
+    let stream = match tokio::net::UnixStream::from_std(theirs) {
+        Ok(s) => s,
+        Err(e) => return failed(ErrorClass::IoError, e.to_string()),
+    };
+    finish(start.config, stream, binding, &req.sql)
+        .await
+        .unwrap_or_else(|e| classify_driver(&e))
 }
 
 /// Copies plaintext between the NSS connection and the driver's end of a socket pair. The
@@ -722,8 +841,9 @@ impl tokio::io::AsyncWrite for BridgeStream {
     }
 }
 
-/// NSS error names to classes.
-fn classify_nss(raw: String) -> ChildResult {
+/// NSS error names to classes. The name is the first NSS error name in `raw` (the FFI puts
+/// it first; tstclnt after its own words).
+pub(crate) fn classify_nss(raw: String) -> ChildResult {
     const TABLE: &[(&str, ErrorClass)] = &[
         ("SSL_ERROR_BAD_CERT_DOMAIN", ErrorClass::HostnameMismatch),
         (
@@ -794,15 +914,25 @@ fn classify_nss(raw: String) -> ChildResult {
         ("PR_CONNECT_RESET_ERROR", ErrorClass::IoError),
         ("PR_IO_TIMEOUT_ERROR", ErrorClass::Timeout),
     ];
-    let class = TABLE
-        .iter()
-        .find(|(name, _)| raw.starts_with(name))
+    let class = nss_error_name(&raw)
+        .and_then(|n| TABLE.iter().find(|(name, _)| *name == n))
         .map_or(ErrorClass::Unclassified, |(_, c)| *c);
     failed(class, raw)
 }
 
+/// The first word of `text` that is an NSS/NSPR error name (`SEC_ERROR_*`, `SSL_ERROR_*`,
+/// `PR_*_ERROR`).
+pub(crate) fn nss_error_name(text: &str) -> Option<&str> {
+    text.split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        .find(|w| {
+            w.starts_with("SEC_ERROR_")
+                || w.starts_with("SSL_ERROR_")
+                || (w.starts_with("PR_") && w.ends_with("_ERROR"))
+        })
+}
+
 /// tokio-postgres errors (after the handshake, or without TLS) to classes.
-fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
+pub(crate) fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
     let raw = super::error_chain(e);
     if let Some(db) = e.as_db_error() {
         if let Some(class) = server_messages::classify(db.message()) {
@@ -811,4 +941,29 @@ fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
     }
     let class = super::classify_text(&raw, &[super::DRIVER_ERRORS]);
     failed(class, raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nss_error_names_are_found_after_a_tools_own_words() {
+        let tstclnt = "tstclnt: read from socket failed: SSL_ERROR_BAD_CERT_DOMAIN: Unable to communicate securely with peer: requested domain name does not match the server's certificate.";
+        assert_eq!(nss_error_name(tstclnt), Some("SSL_ERROR_BAD_CERT_DOMAIN"));
+        assert_eq!(
+            nss_error_name("PR_END_OF_FILE_ERROR: Encountered end of file"),
+            Some("PR_END_OF_FILE_ERROR")
+        );
+        assert_eq!(nss_error_name("Bad server certificate: -12276, text"), None);
+        let ChildResult::Failed { class, .. } = classify_nss(tstclnt.into()) else {
+            panic!("a failure")
+        };
+        assert_eq!(class, ErrorClass::HostnameMismatch);
+        let ChildResult::Failed { class, .. } = classify_nss("SEC_ERROR_SOMETHING_NEW: x".into())
+        else {
+            panic!("a failure")
+        };
+        assert_eq!(class, ErrorClass::Unclassified);
+    }
 }
