@@ -29,36 +29,46 @@ use std::time::Duration;
 type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<Result<PathBuf, Outcome>>>>>>;
 
 /// The NSS databases of one stack: derived from each attempt's libpq options, built once per
-/// distinct set of options in a private directory. Shared by the host stack and `nss:<build>`
+/// distinct set of options. They live in the PKI cache (`nss-client/`), named by a digest of
+/// what went into them (the derived certificate and key files are named by their content), so
+/// a later run reuses them as it reuses the PKI. Shared by the host stack and `nss:<build>`
 /// (whose container sees the directory through a bind mount at the same path).
 #[derive(Clone)]
 pub(crate) struct NssDbs {
     dbs: Arc<DbCache>,
-    dir: Arc<tempfile::TempDir>,
+    dir: Arc<PathBuf>,
 }
+
+/// Written into a database directory once it is complete; a directory without it is ignored.
+const BUILT: &str = "pgssl-built";
 
 impl NssDbs {
     pub(crate) fn new() -> Self {
+        let dir = crate::pki::cache_root().join("nss-client");
+        std::fs::create_dir_all(&dir).expect("NSS database cache directory");
+        // Builds a killed run left behind (a live one finishes within the tools' deadlines).
+        let stale = std::time::SystemTime::now() - Duration::from_secs(600);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < stale);
+            if old && e.file_name().to_string_lossy().starts_with("building-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         NssDbs {
             dbs: Arc::default(),
-            dir: Arc::new(
-                tempfile::Builder::new()
-                    .prefix("pgssl-nss-")
-                    .tempdir()
-                    .expect("temporary directory for NSS databases"),
-            ),
+            dir: Arc::new(dir),
         }
     }
 
     /// Where the databases (and files derived for them) live.
     pub(crate) fn dir(&self) -> &Path {
-        self.dir.path()
+        &self.dir
     }
 
     /// The attempt's database (built on first use, off the async threads) and request.
     pub(crate) async fn prepare(&self, request: &ConnectRequest) -> Result<ChildRequest, Outcome> {
         let (this, request) = (self.clone(), request.clone());
-        tokio::task::spawn_blocking(move || prepare(&request, &this.dbs, this.dir.path()))
+        tokio::task::spawn_blocking(move || prepare(&request, &this.dbs, &this.dir))
             .await
             .unwrap_or_else(|e| Err(Outcome::failed(ErrorClass::Unclassified, e.to_string())))
     }
@@ -263,7 +273,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         Some(built) => built.clone()?,
         None => {
             let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
-            let built = crate::pki::nss::build(&d, &plan).map(|_| d).map_err(|e| {
+            let built = build_once(&d, &plan).map_err(|e| {
                 let raw = format!("building the NSS database: {e:#}");
                 // pk12util cannot take a key that does not belong to its certificate.
                 let class = if raw.contains("key values mismatch") {
@@ -286,6 +296,30 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         sql: request.session_sql(),
         env: request.env.clone(),
     })
+}
+
+/// The database at `d`, from an earlier run or built now: built aside and renamed into place,
+/// so a killed run or a concurrent one never leaves or sees a half-made database.
+fn build_once(d: &Path, plan: &DbPlan) -> anyhow::Result<PathBuf> {
+    if d.join(BUILT).exists() {
+        return Ok(d.to_path_buf());
+    }
+    let parent = d.parent().unwrap_or(Path::new("."));
+    let scratch = tempfile::Builder::new()
+        .prefix("building-")
+        .tempdir_in(parent)?;
+    crate::pki::nss::build(scratch.path(), plan)?;
+    std::fs::write(scratch.path().join(BUILT), "")?;
+    let _ = std::fs::remove_dir_all(d); // an incomplete one from a killed run
+    match std::fs::rename(scratch.path(), d) {
+        Ok(()) => {
+            let _ = scratch.keep();
+        }
+        // Another run finished the same database first.
+        Err(_) if d.join(BUILT).exists() => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(d.to_path_buf())
 }
 
 /// Writes a derived file once; concurrent attempts may want the same one, so it is written
