@@ -133,8 +133,8 @@ impl ClientStack for ContainerNss {
                 Ok(c) => c,
                 Err(outcome) => return outcome,
             };
-            // Dropping the attempt kills the docker CLI and closes the relay's sockets, so
-            // tstclnt sees both its inputs end; `timeout` inside bounds it as well.
+            // Dropping the attempt closes the relay's listeners and sockets, so tstclnt sees
+            // its TLS socket and stdin end; `timeout` inside bounds it as well.
             match tokio::time::timeout(request.timeout, by_mode(&child, &path)).await {
                 Ok(result) => result.into_outcome(),
                 Err(_) => Outcome::failed(
