@@ -86,7 +86,10 @@ fn list_shows_every_case_once() {
 fn wait_for_server(pid: u32) -> (PathBuf, i32) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        for e in std::fs::read_dir(pgssl::cleanup::run_root())
+            .unwrap()
+            .flatten()
+        {
             let dir = e.path();
             let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
             if owner.split_whitespace().next() != Some(&pid.to_string()) {

@@ -42,9 +42,9 @@ impl ContainerLibpq {
         std::fs::create_dir_all(&pki_root)?;
         // `sleep` never exits by itself; removal kills it (rm -f), so its PID-1 signal
         // handling does not matter.
-        // The temporary directory too (read-only): the servers' Unix sockets live there, for
+        // The run directories' root too (read-only): the servers' Unix sockets live there, for
         // cases that connect with `host = "@socket"`.
-        let tmp = std::env::temp_dir();
+        let tmp = crate::cleanup::run_root();
         let req = docker::request(
             &image,
             vec!["sleep".into(), "infinity".into()],

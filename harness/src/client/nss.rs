@@ -49,7 +49,10 @@ impl NssDbs {
         // Builds a killed run left behind (a live one finishes within the tools' deadlines).
         let stale = std::time::SystemTime::now() - Duration::from_secs(600);
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < stale);
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < stale);
             if old && e.file_name().to_string_lossy().starts_with("building-") {
                 let _ = std::fs::remove_dir_all(e.path());
             }
