@@ -179,6 +179,18 @@ fn key_invalid(msg: String) -> Outcome {
 /// The database for this attempt's options (built on first use) and the child's request.
 fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildRequest, Outcome> {
     use openssl::x509::{X509Crl, X509};
+    // A database named outright is used as it is: its trust, its CRLs, and its keys, of which
+    // NSS chooses the client certificate itself (no nickname), unlocked with sslpassword.
+    if let Some(db) = request.get("ssldatabase") {
+        return Ok(ChildRequest {
+            params: request.params.clone(),
+            db: PathBuf::from(db),
+            db_password: request.get("sslpassword").map(str::to_string),
+            nickname: None,
+            sql: request.session_sql(),
+            env: request.env.clone(),
+        });
+    }
     let mut plan = DbPlan {
         password: request
             .get("sslpassword")
@@ -543,6 +555,7 @@ fn driver_config(req: &ChildRequest, sslmode: &str) -> Result<tokio_postgres::Co
         "sslpassword",
         "sslcrl",
         "sslcrldir",
+        "ssldatabase",
         "ssl_min_protocol_version",
         "ssl_max_protocol_version",
     ];
@@ -684,7 +697,9 @@ pub(crate) async fn tls_start(req: &ChildRequest, mode: &str) -> Result<TlsStart
     }
     // As libpq: verification needs a root file; require/prefer verify only when one exists.
     let root = get(req, "sslrootcert");
-    let root_exists = root.is_some_and(|r| r == "system" || Path::new(r).exists());
+    // A named database brings its own trust anchors.
+    let root_exists = get(req, "ssldatabase").is_some()
+        || root.is_some_and(|r| r == "system" || Path::new(r).exists());
     let verify = match mode {
         "verify-full" | "verify-ca" if !root_exists => {
             return Err(failed(

@@ -56,10 +56,20 @@ pub const CONN_KEYWORDS: &[&str] = &[
     "service",
     "target_session_attrs",
     "load_balance_hosts",
+    // From PostgreSQL's proposed NSS support, in no released libpq: the NSS database to use
+    // as it is (a PKI `[nss_db.*]`), instead of one built from the other options.
+    "ssldatabase",
 ];
 
 /// Keywords whose values name PKI files (or `@missing`).
-pub const FILE_KEYWORDS: &[&str] = &["sslcert", "sslkey", "sslrootcert", "sslcrl", "sslcrldir"];
+pub const FILE_KEYWORDS: &[&str] = &[
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "ssldatabase",
+];
 
 /// Special value of a file keyword: a path that does not exist.
 pub const MISSING_FILE: &str = "@missing";
