@@ -102,20 +102,9 @@ impl Default for Nss {
     }
 }
 
-/// The NSS version the tools report (`certutil -V`: "NSS Version 3.87.1"), else unknown.
+/// The version of the libnss3 this process loaded.
 fn nss_version() -> String {
-    std::process::Command::new("certutil")
-        .arg("-V")
-        .output()
-        .ok()
-        .and_then(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).into_owned()
-                + &String::from_utf8_lossy(&o.stderr);
-            text.split_whitespace()
-                .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "unknown".into())
+    nss_ffi::version()
 }
 
 /// What the child needs for one attempt.

@@ -36,6 +36,7 @@ type PasswordFunc = extern "C" fn(*mut c_void, PrBool, *mut c_void) -> *mut c_ch
 
 #[link(name = "nss3")]
 extern "C" {
+    fn NSS_GetVersion() -> *const c_char;
     fn NSS_InitContext(
         dir: *const c_char,
         cert_prefix: *const c_char,
@@ -265,6 +266,19 @@ pub fn version_number(name: &str) -> Option<u16> {
         "tlsv1.3" => 0x0304,
         _ => return None,
     })
+}
+
+/// The version of the libnss3 this process loaded, as `3.87.1` (needs no initialisation).
+pub fn version() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    let v = unsafe { NSS_GetVersion() };
+    if v.is_null() {
+        return "unknown".into();
+    }
+    // SAFETY: non-null, static, NUL-terminated.
+    let v = unsafe { std::ffi::CStr::from_ptr(v) }.to_string_lossy();
+    // "3.87.1" possibly followed by a suffix such as " Basic ECC".
+    v.split_whitespace().next().unwrap_or("unknown").to_string()
 }
 
 /// Runs an NSS client handshake over an already connected socket (after SSLRequest).
