@@ -4,6 +4,7 @@
 
 mod container_libpq;
 mod container_nss;
+mod helper_process;
 pub mod isolated;
 mod libpq;
 mod native_tls;

@@ -362,57 +362,8 @@ fn load_key(path: &str, password: Option<&str>) -> Result<Vec<u8>, Outcome> {
         .map_err(|e| key_invalid(format!("{path}: {e}")))
 }
 
-/// The executable that serves `nss-attempt` and `client-attempt`: this binary, or `pgssl` next
-/// to a test binary.
-pub(crate) fn helper() -> PathBuf {
-    if let Some(p) = std::env::var_os("PGSSL_NSS_HELPER") {
-        return p.into();
-    }
-    let exe = std::env::current_exe().unwrap_or_else(|_| "pgssl".into());
-    let is_pgssl = exe.file_name().is_some_and(|n| n == "pgssl");
-    if is_pgssl {
-        return exe;
-    }
-    // target/<profile>/deps/<test binary> -> target/<profile>/pgssl
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("pgssl"))
-        .unwrap_or(exe)
-}
-
 async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResult, Outcome> {
-    use tokio::io::AsyncWriteExt;
-    let input = serde_json::to_vec(child).expect("request serialises");
-    let mut proc = tokio::process::Command::new(helper())
-        .arg("nss-attempt")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            Outcome::failed(
-                ErrorClass::Unclassified,
-                format!("starting the NSS helper: {e}"),
-            )
-        })?;
-    let mut stdin = proc.stdin.take().expect("piped");
-    stdin.write_all(&input).await.ok();
-    drop(stdin);
-    let out = tokio::time::timeout(timeout, proc.wait_with_output())
-        .await
-        .map_err(|_| Outcome::failed(ErrorClass::Timeout, format!("no result within {timeout:?}")))?
-        .map_err(|e| Outcome::failed(ErrorClass::Unclassified, e.to_string()))?;
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        Outcome::failed(
-            ErrorClass::Unclassified,
-            format!(
-                "NSS helper exited with {} and no result ({e}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    })
+    super::helper_process::call("nss-attempt", Vec::new(), child, timeout).await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -420,21 +371,10 @@ async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResul
 
 /// Entry point of `pgssl nss-attempt`: request on stdin, result on stdout.
 pub fn child_main() -> i32 {
-    let mut input = Vec::new();
-    if std::io::stdin().read_to_end(&mut input).is_err() {
-        return 2;
-    }
-    let result = match serde_json::from_slice::<ChildRequest>(&input) {
-        Ok(req) => child(&req),
-        Err(e) => ChildResult::Failed {
-            class: ErrorClass::Unclassified,
-            raw: format!("bad request: {e}"),
-        },
-    };
-    let mut out = std::io::stdout();
-    let _ = out.write_all(&serde_json::to_vec(&result).expect("result serialises"));
-    let _ = out.flush();
-    0
+    super::helper_process::serve(
+        |req: ChildRequest| child(&req),
+        |e| failed(ErrorClass::Unclassified, e),
+    )
 }
 
 pub(crate) fn failed(class: ErrorClass, raw: impl Into<String>) -> ChildResult {
