@@ -207,6 +207,17 @@ fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// One shell command line for a tool: the case's environment (`env K=V ...`, so it reaches
+/// the tool as it would any program), then the quoted arguments.
+fn command_line(env: &[(String, String)], args: &[String]) -> String {
+    let env = env.iter().map(|(k, v)| sh_quote(&format!("{k}={v}")));
+    std::iter::once("env".to_string())
+        .chain(env)
+        .chain(args.iter().map(|a| sh_quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A loopback listener for one connection back from the container.
 async fn listener() -> Result<(tokio::net::TcpListener, u16), ChildResult> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -417,13 +428,7 @@ impl InContainer {
         if let Some(pw) = &req.db_password {
             args.extend(["-w".into(), pw.clone()]);
         }
-        // The case's environment reaches tstclnt as it would any program.
-        let env = req.env.iter().map(|(k, v)| sh_quote(&format!("{k}={v}")));
-        let cmd = std::iter::once("env".to_string())
-            .chain(env)
-            .chain(args.iter().map(|a| sh_quote(a)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let cmd = command_line(&req.env, &args);
         let line = format!(
             "{{ {cmd} 0<&3 1>&3 3>&-; echo \"{EXIT_MARK}$?\" >&2; }} \
              3<>/dev/tcp/127.0.0.1/{plain_port} 2>/dev/tcp/127.0.0.1/{err_port}"
@@ -585,13 +590,7 @@ impl InContainer {
         for f in files {
             args.extend(["-a".into(), f.display().to_string()]);
         }
-        // The case's environment reaches tstclnt as it would any program.
-        let env = req.env.iter().map(|(k, v)| sh_quote(&format!("{k}={v}")));
-        let cmd = std::iter::once("env".to_string())
-            .chain(env)
-            .chain(args.iter().map(|a| sh_quote(a)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let cmd = command_line(&req.env, &args);
         self.launcher.run(&format!(
             "{{ {cmd} </dev/null; echo \"{EXIT_MARK}$?\"; }} >/dev/tcp/127.0.0.1/{port} 2>&1"
         ))?;
