@@ -92,7 +92,7 @@ fn generations(root: &Path, key: &str) -> Vec<(PathBuf, SystemTime)> {
             Some((generation, e.path(), built))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|g| std::cmp::Reverse(g.0));
     found.into_iter().map(|(_, p, t)| (p, t)).collect()
 }
 

@@ -145,6 +145,12 @@ pub fn build(dir: &Path, plan: &DbPlan) -> Result<()> {
             ]))?;
         }
     }
+    // One login before the database is shared: the first one after the tools built it
+    // writes to the key database, and several processes doing that write at once contend
+    // on its SQLite lock until the attempt's deadline.
+    if !plan.keys.is_empty() {
+        run(Command::new("certutil").args(["-K", "-d", &db, "-f", &pw]))?;
+    }
     Ok(())
 }
 
