@@ -31,14 +31,14 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-/// psql as the given user (`None`: ourselves), one query; (success, stdout + stderr).
-fn psql(as_user: Option<&str>, conninfo: &str) -> (bool, String) {
+/// psql as the given uid and gid (`None`: ourselves), one query; (success, stdout + stderr).
+fn psql(as_user: Option<u32>, conninfo: &str) -> (bool, String) {
     let mut cmd = match as_user {
-        Some(user) => {
+        Some(id) => {
             let mut c = std::process::Command::new("setpriv");
             c.args([
-                &format!("--reuid={user}"),
-                &format!("--regid={user}"),
+                &format!("--reuid={id}"),
+                &format!("--regid={id}"),
                 "--clear-groups",
                 "psql",
             ]);
@@ -59,6 +59,9 @@ fn psql(as_user: Option<&str>, conninfo: &str) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// `nobody` and `nogroup` on Debian.
+const NOBODY: u32 = 65534;
 
 /// While a run is going, another local user reaches neither the admin socket nor the superuser
 /// over TCP; the harness itself (peer authentication, mapped to `postgres`) still does.
@@ -83,13 +86,13 @@ fn another_user_cannot_become_superuser_during_a_run() {
     let admin = format!("host={sock} port={port} user=postgres dbname=postgres");
     let (ok, out) = psql(None, &admin);
     assert!(ok && out.trim() == "postgres", "the harness's own user: {out}");
-    let (ok, out) = psql(Some("nobody"), &admin);
+    let (ok, out) = psql(Some(NOBODY), &admin);
     assert!(
         !ok && out.contains("Permission denied"),
         "nobody over the admin socket: {out}"
     );
     let tcp = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
-    let (ok, out) = psql(Some("nobody"), &tcp);
+    let (ok, out) = psql(Some(NOBODY), &tcp);
     assert!(
         !ok && out.contains("pg_hba.conf rejects connection for host \"127.0.0.1\", user \"postgres\""),
         "nobody over TCP: {out}"

@@ -691,6 +691,19 @@ impl Drop for LocalServer {
 
 #[cfg(test)]
 mod tests {
+    /// PostgreSQL 15's own words for the three ways a start ends early.
+    #[test]
+    fn a_lost_port_is_not_a_refusal() {
+        let port = "2026-12-01 16:00:00.000 UTC [42] LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\n2026-12-01 16:00:00.000 UTC [42] HINT:  Is another postmaster already running on port 5432? If not, wait a few seconds and retry.\n2026-12-01 16:00:00.000 UTC [42] WARNING:  could not create listen socket for \"127.0.0.1\"\n2026-12-01 16:00:00.000 UTC [42] FATAL:  could not create any TCP/IP sockets\n";
+        assert!(super::port_taken(port));
+        assert!(!super::refused_by_itself(port));
+        let refused = "2026-12-01 16:00:00.000 UTC [42] LOG:  invalid authentication method \"bogus\"\n2026-12-01 16:00:00.000 UTC [42] FATAL:  could not load pg_hba.conf\n";
+        assert!(!super::port_taken(refused));
+        assert!(super::refused_by_itself(refused));
+        let killed = "2026-12-01 16:00:00.000 UTC [42] LOG:  starting PostgreSQL 15.18\n";
+        assert!(!super::refused_by_itself(killed));
+    }
+
     #[test]
     fn finds_openssl_version_text() {
         let blob = b"\0\0OpenSSL version: bad\0OpenSSL 3.0.17 1 Jul 2025\0";

@@ -40,8 +40,8 @@ pub fn wait_for_server_in(root: &Path, pid: u32) -> (PathBuf, PathBuf) {
             for slot in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let pidfile = slot.path().join("data/postmaster.pid");
                 let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
-                // Complete once it names the listening port and socket (lines 4 and 5).
-                if text.lines().count() >= 5 {
+                // Line 8 is the postmaster's status, "ready" once it accepts connections.
+                if text.lines().nth(7).is_some_and(|l| l.trim() == "ready") {
                     return (dir, pidfile);
                 }
             }
