@@ -170,9 +170,11 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
             None => setup.settings.push((setting.into(), String::new())),
         }
     }
-    setup
-        .settings
-        .extend(s.settings.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())));
+    setup.settings.extend(
+        s.settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone())),
+    );
     setup
 }
 
@@ -427,9 +429,12 @@ pub fn reload_setup(scenario: &Scenario, pki: &PkiDir) -> Option<ServerSetup> {
             place_file(&mut setup, setting, file, pki.path(name.get_ref()));
         }
     }
-    setup
-        .settings
-        .extend(reload.settings.iter().map(|(k, v)| (k.clone(), v.get_ref().clone())));
+    setup.settings.extend(
+        reload
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone())),
+    );
     Some(setup)
 }
 

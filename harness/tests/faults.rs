@@ -47,7 +47,15 @@ fn psql(as_user: Option<u32>, conninfo: &str) -> (bool, String) {
         None => std::process::Command::new("psql"),
     };
     let out = cmd
-        .args(["-X", "-A", "-t", "-w", "-c", "SELECT current_user", conninfo])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-w",
+            "-c",
+            "SELECT current_user",
+            conninfo,
+        ])
         .env("HOME", "/")
         .stdin(Stdio::null())
         .output()
@@ -85,7 +93,10 @@ fn another_user_cannot_become_superuser_during_a_run() {
     let (port, sock) = (lines[3].trim(), lines[4].trim());
     let admin = format!("host={sock} port={port} user=postgres dbname=postgres");
     let (ok, out) = psql(None, &admin);
-    assert!(ok && out.trim() == "postgres", "the harness's own user: {out}");
+    assert!(
+        ok && out.trim() == "postgres",
+        "the harness's own user: {out}"
+    );
     let (ok, out) = psql(Some(NOBODY), &admin);
     assert!(
         !ok && out.contains("Permission denied"),
@@ -94,7 +105,8 @@ fn another_user_cannot_become_superuser_during_a_run() {
     let tcp = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
     let (ok, out) = psql(Some(NOBODY), &tcp);
     assert!(
-        !ok && out.contains("pg_hba.conf rejects connection for host \"127.0.0.1\", user \"postgres\""),
+        !ok && out
+            .contains("pg_hba.conf rejects connection for host \"127.0.0.1\", user \"postgres\""),
         "nobody over TCP: {out}"
     );
     signal(&child, libc::SIGINT);
@@ -128,7 +140,11 @@ fn a_signal_at_any_moment_leaves_nothing_behind() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(*ms));
-        let sig = if i % 2 == 0 { libc::SIGINT } else { libc::SIGTERM };
+        let sig = if i % 2 == 0 {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
         signal(&child, sig);
         let status = wait_bounded(&mut child, Duration::from_secs(60));
         // Processes that name the root: postmasters (their -D) and anything else we started.
@@ -181,14 +197,22 @@ fn a_killed_server_is_a_harness_error() {
         .spawn()
         .unwrap();
     let (_, pidfile) = wait_for_server_in(root.path(), child.id());
-    let log = pidfile.parent().unwrap().parent().unwrap().join("server.log");
+    let log = pidfile
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("server.log");
     // Kill it once the cases' own connections (TCP, not the admin socket) have begun.
     let start = Instant::now();
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
         .contains("host=127.0.0.1")
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "no attempt began");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no attempt began"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let postmaster = postmaster_pid(&pidfile).unwrap();
@@ -196,7 +220,12 @@ fn a_killed_server_is_a_harness_error() {
     unsafe { libc::kill(postmaster, libc::SIGKILL) };
     let status = wait_bounded(&mut child, Duration::from_secs(120));
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("the local server died during scenarios/server-cert-verification.toml"),

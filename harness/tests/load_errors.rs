@@ -107,7 +107,12 @@ fn version_selector_must_be_a_version() {
 
 #[test]
 fn harness_owned_settings_are_refused() {
-    for key in ["listen_addresses", "port", "unix_socket_directories", "ssl_cert_file"] {
+    for key in [
+        "listen_addresses",
+        "port",
+        "unix_socket_directories",
+        "ssl_cert_file",
+    ] {
         let text = load_text(&format!(
             "settings = {{ {key} = \"x\" }}\n\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n"
         ));
@@ -127,7 +132,10 @@ fn harness_owned_settings_are_refused() {
     let text = load_text(
         "settings = { \"work_mem = '1MB'\\nport\" = \"1\" }\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n",
     );
-    assert!(text.contains(":7:") && text.contains("is not a setting name"), "{text}");
+    assert!(
+        text.contains(":7:") && text.contains("is not a setting name"),
+        "{text}"
+    );
 }
 
 /// A PKI spec whose names would leave the cache directory, or a key mode beyond permission bits.

@@ -336,30 +336,33 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
         });
     }
 
-    let check_settings =
-        |settings: &BTreeMap<String, Spanned<String>>, what: &str| -> Result<(), LoadError> {
-            for (k, v) in settings {
-                let plain = k.starts_with(|c: char| c.is_ascii_lowercase())
-                    && k.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.".contains(c));
-                if !plain {
-                    return Err(err(
-                        v.span(),
-                        format!("{what}: {k:?} is not a setting name (lower-case letters, digits, _ and .)"),
-                    ));
-                }
-                if HARNESS_SETTINGS.contains(&k.as_str()) {
-                    return Err(err(
+    let check_settings = |settings: &BTreeMap<String, Spanned<String>>,
+                          what: &str|
+     -> Result<(), LoadError> {
+        for (k, v) in settings {
+            let plain = k.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.".contains(c));
+            if !plain {
+                return Err(err(
+                    v.span(),
+                    format!(
+                        "{what}: {k:?} is not a setting name (lower-case letters, digits, _ and .)"
+                    ),
+                ));
+            }
+            if HARNESS_SETTINGS.contains(&k.as_str()) {
+                return Err(err(
                         v.span(),
                         format!(
                             "{what}: {k} is set by the harness and cannot be changed by a scenario (use [server] ssl, cert, key, ca, crl, crl_dir and ipv6; harness-owned: {})",
                             HARNESS_SETTINGS.join(", ")
                         ),
                     ));
-                }
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
     check_settings(&server.settings, "server.settings")?;
     if let Some(reload) = &file.reload {
         check_settings(&reload.settings, "reload.settings")?;
@@ -489,7 +492,9 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
     for o in event_overrides {
         if let Err(m) = o.when.check_versions() {
             // Not spanned (flattened tables): point at the reason, which is unique text.
-            let line = source.find(o.reason.as_str()).map(|at| line_of(&source, at));
+            let line = source
+                .find(o.reason.as_str())
+                .map(|at| line_of(&source, at));
             return Err(LoadError {
                 file: path.to_path_buf(),
                 line,

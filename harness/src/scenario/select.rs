@@ -167,7 +167,8 @@ impl Selector {
     pub fn check_versions(&self) -> Result<(), String> {
         let is_version = |v: &str| {
             v.starts_with(|c: char| c.is_ascii_digit())
-                && v.chars().all(|c| c.is_ascii_alphanumeric() || ".-+~".contains(c))
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-+~".contains(c))
         };
         for (path, m) in self.conditions() {
             if !path.ends_with("_version") {
