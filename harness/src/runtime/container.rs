@@ -10,8 +10,8 @@
 
 use super::docker;
 use super::local::{
-    chown_tree, free_port, openssl_version_in, port_taken, private_dirs, refused_by_itself,
-    reload_config, write_config, PORT_TRIES,
+    chown_tree, free_port, openssl_version_in, private_dirs, refused_by_itself, reload_config,
+    start_until_ready, write_config,
 };
 use super::{Admin, Runtime, Server, ServerSetup};
 use crate::cleanup::{self, Registration};
@@ -155,22 +155,12 @@ impl Runtime for ContainerRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
-        let mut tries = 0;
-        let (mut server, admin) = loop {
-            tries += 1;
-            let mut server = self.spawn(setup)?;
-            match server.wait_ready(Duration::from_secs(60)) {
-                Ok(admin) => break (server, admin),
-                // Another process took the port between our probe and postgres's bind.
-                Err(_) if tries < PORT_TRIES && port_taken(&server.log()) => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        let setup = &known_settings(setup, &server.parameters);
-        Admin::install_query_support(&server.sock, server.port)?;
-        admin.ensure_objects(&setup.roles, &setup.databases)?;
-        let version = admin.value("SHOW server_version")?;
-        server.facts.pg_version = version.split_whitespace().next().unwrap_or("").to_string();
+        let (mut server, version) = start_until_ready(
+            setup,
+            || self.spawn(setup),
+            |s| s.wait_ready(Duration::from_secs(60)),
+        )?;
+        server.facts.pg_version = version;
         let (lib, ver) = detect_tls(&server.slot.join("data"));
         server.facts.tls_library = lib;
         server.facts.tls_version = ver;

@@ -269,21 +269,12 @@ impl Runtime for LocalRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
-        let mut tries = 0;
-        let (mut server, admin) = loop {
-            tries += 1;
-            let mut server = self.spawn(setup)?;
-            match server.wait_ready(Duration::from_secs(60)) {
-                Ok(admin) => break (server, admin),
-                // Another process took the port between our probe and postgres's bind.
-                Err(_) if tries < PORT_TRIES && port_taken(&server.log()) => continue,
-                Err(e) => return Err(e),
-            }
-        };
-        Admin::install_query_support(&server.sock, server.port)?;
-        admin.ensure_objects(&setup.roles, &setup.databases)?;
-        let version = admin.value("SHOW server_version")?;
-        server.facts.pg_version = version.split_whitespace().next().unwrap_or("").to_string();
+        let (mut server, version) = start_until_ready(
+            setup,
+            || self.spawn(setup),
+            |s| s.wait_ready(Duration::from_secs(60)),
+        )?;
+        server.facts.pg_version = version;
         let (lib, ver) = detect_tls(server.child.id());
         server.facts.tls_library = lib;
         server.facts.tls_version = ver;
@@ -353,6 +344,31 @@ impl LocalRuntime {
             },
         })
     }
+}
+
+/// Spawns servers until one is ready, again on a new port while another process took the port
+/// between our probe and postgres's bind (at most [`PORT_TRIES`]); then installs what per-case
+/// queries need and the setup's roles and databases. Returns the server and its version.
+pub(super) fn start_until_ready<S: Server>(
+    setup: &ServerSetup,
+    mut spawn: impl FnMut() -> Result<S>,
+    wait_ready: impl Fn(&mut S) -> Result<Admin>,
+) -> Result<(S, String)> {
+    let mut tries = 0;
+    let (server, admin) = loop {
+        tries += 1;
+        let mut server = spawn()?;
+        match wait_ready(&mut server) {
+            Ok(admin) => break (server, admin),
+            Err(_) if tries < PORT_TRIES && port_taken(&server.log()) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    Admin::install_query_support(server.socket_dir(), server.port())?;
+    admin.ensure_objects(&setup.roles, &setup.databases)?;
+    let version = admin.value("SHOW server_version")?;
+    let version = version.split_whitespace().next().unwrap_or("").to_string();
+    Ok((server, version))
 }
 
 /// Starts tried per server: the free port is released before postgres binds it, and another
