@@ -40,6 +40,25 @@ pub fn shutting_down() -> bool {
     SHUTTING_DOWN.load(Ordering::SeqCst)
 }
 
+/// Readers are starters between their first creation (a directory, a process) and its
+/// registration; clean-up takes it for writing, so it sees everything they made.
+static CREATING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Permission to create something that will be registered: clean-up waits until it is
+/// dropped, and once clean-up began none is given, so nothing can appear after it looked.
+/// Hold it from the first `mkdir` to the registration; never take a second one while holding
+/// one (a waiting clean-up would block it).
+pub struct Creating(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>);
+
+/// See [`Creating`]. Fails once clean-up has begun.
+pub fn creating() -> anyhow::Result<Creating> {
+    let guard = CREATING.read().unwrap_or_else(|e| e.into_inner());
+    if shutting_down() {
+        anyhow::bail!("shutting down: nothing new is started");
+    }
+    Ok(Creating(guard))
+}
+
 /// Prefix of every run directory under the temp dir.
 pub const RUN_DIR_PREFIX: &str = "pgssl-run-";
 /// File in a run directory naming the owning process: `<pid> <start time>`.
@@ -114,6 +133,8 @@ pub fn alive(pid: i32) -> bool {
 pub fn cleanup_all() {
     SHUTTING_DOWN.store(true, Ordering::SeqCst);
     let _one_at_a_time = CLEANING.lock();
+    // Starters in the middle of creating something finish and register it first.
+    let _no_starts = CREATING.write().unwrap_or_else(|e| e.into_inner());
     let resources: Vec<Resource> = match REGISTRY.lock() {
         Ok(mut r) => std::mem::take(&mut *r).into_values().collect(),
         Err(_) => return,
@@ -142,21 +163,26 @@ pub fn cleanup_all() {
     }
 }
 
-/// On SIGINT or SIGTERM: clean up everything, then exit 130 / 143.
+/// On SIGINT or SIGTERM: clean up everything, then exit 130 / 143. The handlers are in place
+/// when this returns (a signal before that would kill the process with nothing to clean).
 pub fn install_signal_handlers() {
-    std::thread::spawn(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        let Ok(rt) = rt else { return };
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(rt) = rt else { return };
+    let signals = {
+        let _in_runtime = rt.enter();
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    let (Ok(mut int), Ok(mut term)) = signals else {
+        return;
+    };
+    std::thread::spawn(move || {
         rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
             let code = tokio::select! {
                 _ = int.recv() => 130,
                 _ = term.recv() => 143,
@@ -200,17 +226,22 @@ pub fn run_root() -> std::path::PathBuf {
     }
 }
 
-/// Creates this run's directory under [`run_root`], stamped with our pid and start time.
-pub fn create_run_dir() -> std::io::Result<tempfile::TempDir> {
+/// Creates this run's directory under [`run_root`] (mode 0755: servers running as another
+/// user reach their own subdirectories), stamped with our pid and start time, and registers it.
+pub fn create_run_dir() -> anyhow::Result<(tempfile::TempDir, Registration)> {
+    use std::os::unix::fs::PermissionsExt;
+    let _creating = creating()?;
     let dir = tempfile::Builder::new()
         .prefix(RUN_DIR_PREFIX)
         .tempdir_in(run_root())?;
+    let registration = register_dir(dir.path());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let me = std::process::id() as i32;
     std::fs::write(
         dir.path().join(OWNER_FILE),
         format!("{me} {}", process_start_time(me).unwrap_or(0)),
     )?;
-    Ok(dir)
+    Ok((dir, registration))
 }
 
 /// Removes run directories whose owner is gone, stopping any server still running in them.

@@ -88,8 +88,8 @@ enum Command {
         /// Scenarios run at once per server build, each on its own server.
         #[arg(long, default_value_t = 2)]
         jobs: usize,
-        /// Seconds one connection attempt may take.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds one connection attempt may take (at least 1).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
         /// Scenario files or directories (default: scenarios/).
         scenarios: Vec<PathBuf>,
@@ -142,8 +142,8 @@ struct Selection {
     /// Scenarios run at once, each on its own server.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
-    /// Seconds one connection attempt may take.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds one connection attempt may take (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// Scenario files or directories (default: scenarios/).
     scenarios: Vec<PathBuf>,
@@ -170,15 +170,38 @@ fn clients(names: &[String]) -> Result<Vec<Arc<dyn ClientStack>>> {
     names.iter().map(|n| client_by_name(n)).collect()
 }
 
-/// Keeps the caller's libpq environment (PGHOST, PGSSLMODE, ...) and locale out of every attempt.
+/// Keeps the caller's libpq environment (PGHOST, PGSSLMODE, ...), trust store variables and
+/// locale out of every attempt. The per-attempt child processes keep what their parent (an
+/// isolated pgssl) gave them: a case's own `env`.
 fn isolate_environment() {
+    let child = std::env::args()
+        .nth(1)
+        .is_some_and(|c| c == "client-attempt" || c == "nss-attempt");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") && !key.to_string_lossy().starts_with("PGSSL_") {
             std::env::remove_var(&key);
         }
     }
+    if !child {
+        // OpenSSL (native-tls, libpq) and rustls-native-certs read these.
+        for key in pgssl::scenario::load::ENV_KEYS {
+            std::env::remove_var(key);
+        }
+    }
     std::env::set_var("LC_ALL", "C");
     std::env::remove_var("LANGUAGE");
+}
+
+/// A run that would run nothing is a mistake (a mistyped filter), not a success.
+fn check_selection(scenarios: &[Scenario], filter: Option<&str>) -> Result<(), Infra> {
+    if runner::selected_count(scenarios, filter) > 0 {
+        return Ok(());
+    }
+    let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
+    Err(Infra(anyhow::anyhow!(
+        "nothing to run: --filter {:?} matches none of the {cases} cases (`pgssl list` shows their ids)",
+        filter.unwrap_or_default()
+    )))
 }
 
 fn run_plan(
@@ -187,6 +210,7 @@ fn run_plan(
     reporter: &mut dyn Reporter,
 ) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
+    check_selection(&scenarios, filter.as_deref())?;
     let clients = clients(&sel.clients).map_err(Infra)?;
     let reaped = pgssl::cleanup::reap_stale();
     if reaped > 0 {
@@ -239,8 +263,9 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     use pgssl::matrix::{MatrixConfig, MatrixResult};
     let started = std::time::Instant::now();
     let config = MatrixConfig::load(&a.config).map_err(Infra)?;
-    let case_order: Vec<String> = load(&a.scenarios)
-        .map_err(Infra)?
+    let catalogue = load(&a.scenarios).map_err(Infra)?;
+    check_selection(&catalogue, a.filter.as_deref())?;
+    let case_order: Vec<String> = catalogue
         .iter()
         .flat_map(|s| s.cases.iter().map(|c| c.id.clone()))
         .collect();

@@ -130,6 +130,20 @@ impl Plan {
     }
 }
 
+/// How many cases and server-side checks `filter` selects (0: the run would do nothing).
+pub fn selected_count(scenarios: &[Scenario], filter: Option<&str>) -> usize {
+    scenarios
+        .iter()
+        .map(|s| {
+            s.cases
+                .iter()
+                .filter(|c| filter.is_none_or(|f| c.id.contains(f)))
+                .count()
+                + server_events(s, filter)
+        })
+        .sum()
+}
+
 /// The postgresql.conf settings, files, hba and objects a scenario asks for.
 pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
     let s = &scenario.server;
@@ -156,9 +170,11 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
             None => setup.settings.push((setting.into(), String::new())),
         }
     }
-    setup
-        .settings
-        .extend(s.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    setup.settings.extend(
+        s.settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone())),
+    );
     setup
 }
 
@@ -413,9 +429,12 @@ pub fn reload_setup(scenario: &Scenario, pki: &PkiDir) -> Option<ServerSetup> {
             place_file(&mut setup, setting, file, pki.path(name.get_ref()));
         }
     }
-    setup
-        .settings
-        .extend(reload.settings.iter().map(|(k, v)| (k.clone(), v.clone())));
+    setup.settings.extend(
+        reload
+            .settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.get_ref().clone())),
+    );
     Some(setup)
 }
 
@@ -475,6 +494,15 @@ fn prepare_server(
     setup: &ServerSetup,
 ) -> Result<bool> {
     if let Some(server) = slot.as_mut() {
+        if let Some(how) = server.exited() {
+            let log = server.log();
+            *slot = None;
+            anyhow::bail!(
+                "the {} server of the previous scenario died ({how}); {}",
+                runtime.build_name(),
+                log_tail(&log)
+            );
+        }
         if server.can_reload_into(setup) && server.reload(setup).is_ok() {
             return Ok(true);
         }
@@ -537,8 +565,16 @@ async fn run_scenario(
             reused
         }
         Ok((Err(e), _)) => {
-            let msg = format!("server for {}: {e:#}", scenario.path.display());
-            return start_failed_outcomes(plan, cases, msg, error).await;
+            let msg = format!(
+                "{} server for {}: {e:#}",
+                plan.runtime.build_name(),
+                scenario.path.display()
+            );
+            if crate::runtime::refused(&e) {
+                return start_failed_outcomes(plan, cases, msg, error).await;
+            }
+            // Files, ports, a killed server: the harness's failure, not the scenario's.
+            return error(msg);
         }
         Err(e) => return error(format!("server setup panicked: {e}")),
     };
@@ -610,7 +646,31 @@ async fn run_scenario(
         .collect()
         .await;
     results.extend(attempted);
+    // A server that died under the attempts (killed, crashed, out of space) makes their
+    // outcomes meaningless: the harness's failure, named, and the next scenario starts afresh.
+    if let Some(how) = slot.as_mut().and_then(|s| s.exited()) {
+        let log = slot.as_ref().map(|s| s.log()).unwrap_or_default();
+        let msg = format!(
+            "the {} server died during {} ({how}); {}",
+            plan.runtime.build_name(),
+            scenario.path.display(),
+            log_tail(&log)
+        );
+        for r in &mut results {
+            r.verdict = Verdict::Error(msg.clone());
+        }
+        if let Some(dead) = slot.take() {
+            tokio::task::spawn_blocking(move || drop(dead)).await.ok();
+        }
+    }
     results
+}
+
+/// The last lines of a server log, for an error that names what happened to it.
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+    format!("its log ends:\n{tail}")
 }
 
 /// A server that did not start is each case's outcome (`server_start_failed`), judged with the
@@ -656,9 +716,11 @@ async fn check_start_fails(
         let refused = match runtime.start(&setup) {
             Ok(server) => {
                 drop(server);
-                Ok(())
+                Ok(Ok(()))
             }
-            Err(e) => Err(format!("{e:#}")),
+            Err(e) if crate::runtime::refused(&e) => Ok(Err(format!("{e:#}"))),
+            // Not the configuration's refusal: the harness's failure.
+            Err(e) => Err(format!("{} server: {e:#}", runtime.build_name())),
         };
         (refused, runtime.detect_facts().ok())
     })
@@ -666,14 +728,16 @@ async fn check_start_fails(
     .expect("start task");
     let wanted = scenario.startup.as_ref().expect("checked");
     let class = crate::error_class::ErrorClass::ServerStartFailed;
-    server_event(
-        format!("{}/server-start", scenario.name),
-        class,
-        wanted,
-        refused,
-        facts,
-        began.elapsed().as_millis(),
-    )
+    let id = format!("{}/server-start", scenario.name);
+    let millis = began.elapsed().as_millis();
+    match refused {
+        Ok(refused) => server_event(id, class, wanted, refused, facts, millis),
+        Err(why) => {
+            let mut result = server_event(id, class, wanted, Err(why.clone()), facts, millis);
+            result.verdict = Verdict::Error(why);
+            result
+        }
+    }
 }
 
 /// Concurrent attempts per scenario.

@@ -1,15 +1,11 @@
 //! The command line against real servers: the harness can fail, bad input is exit 2, and
 //! nothing it starts outlives it, also after Ctrl-C or SIGKILL.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn pgssl() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgssl"));
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-    cmd
-}
+use common::{gone, pgssl, wait_for_server};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 const WRONG: &str = "harness/tests/data/wrong-expectations.toml";
 
@@ -80,45 +76,6 @@ fn list_shows_every_case_once() {
     let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), unique.len());
     assert!(ids.len() >= 10, "{ids:?}");
-}
-
-/// The run directory a pgssl process created, once its server is up.
-fn wait_for_server(pid: u32) -> (PathBuf, i32) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        for e in std::fs::read_dir(pgssl::cleanup::run_root())
-            .unwrap()
-            .flatten()
-        {
-            let dir = e.path();
-            let owner = std::fs::read_to_string(dir.join("owner")).unwrap_or_default();
-            if owner.split_whitespace().next() != Some(&pid.to_string()) {
-                continue;
-            }
-            for slot in std::fs::read_dir(&dir).unwrap().flatten() {
-                let pidfile = slot.path().join("data/postmaster.pid");
-                if let Some(pm) = std::fs::read_to_string(&pidfile)
-                    .ok()
-                    .and_then(|t| t.lines().next()?.trim().parse().ok())
-                {
-                    return (dir, pm);
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no server appeared for pgssl pid {pid}");
-}
-
-fn gone(pid: i32) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if !pgssl::cleanup::alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]

@@ -93,3 +93,80 @@ fn query_with_two_results_is_refused() {
         "{text}"
     );
 }
+
+#[test]
+fn version_selector_must_be_a_version() {
+    let text = load_text(
+        "\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n[[case.override]]\nwhen.server.pg_version = \">=abc\"\nexpect.failed = \"io_error\"\nreason = \"r\"\n",
+    );
+    assert!(
+        text.contains(":12:") && text.contains("\"abc\" is not a version"),
+        "{text}"
+    );
+}
+
+#[test]
+fn harness_owned_settings_are_refused() {
+    for key in [
+        "listen_addresses",
+        "port",
+        "unix_socket_directories",
+        "ssl_cert_file",
+    ] {
+        let text = load_text(&format!(
+            "settings = {{ {key} = \"x\" }}\n\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n"
+        ));
+        assert!(
+            text.contains(":7:") && text.contains(&format!("{key} is set by the harness")),
+            "{text}"
+        );
+    }
+    let text = load_text(
+        "\n[reload]\nfails = false\nsettings = { port = \"1\" }\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n",
+    );
+    assert!(
+        text.contains(":10:") && text.contains("reload.settings: port"),
+        "{text}"
+    );
+    // A key that would write a second line into postgresql.conf.
+    let text = load_text(
+        "settings = { \"work_mem = '1MB'\\nport\" = \"1\" }\n[[case]]\nid = \"a\"\nexpect.failed = \"timeout\"\n",
+    );
+    assert!(
+        text.contains(":7:") && text.contains("is not a setting name"),
+        "{text}"
+    );
+}
+
+/// A PKI spec whose names would leave the cache directory, or a key mode beyond permission bits.
+#[test]
+fn pki_names_and_modes_stay_in_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, line, what) in [
+        (
+            "[ca.root]\nsubject = \"/CN=r\"\n\n[cert.\"../../x\"]\nsubject = \"/CN=x\"\nissuer = \"root\"\n",
+            4,
+            "\"../../x\" is not a plain file name",
+        ),
+        (
+            "[ca.root]\nsubject = \"/CN=r\"\n\n[key_file.\"/tmp/abs.key\"]\nkey = \"root\"\nformat = \"pkcs8-der\"\n",
+            4,
+            "\"/tmp/abs.key\" is not a plain file name",
+        ),
+        (
+            "[ca.root]\nsubject = \"/CN=r\"\n\n[key_file.\"k.key\"]\nkey = \"root\"\nformat = \"pkcs8-der\"\nmode = \"4755\"\n",
+            7,
+            "more than permission bits",
+        ),
+    ] {
+        let spec = dir.path().join("pki.toml");
+        std::fs::write(&spec, body).unwrap();
+        let text = pgssl::pki::PkiSpec::load(&spec)
+            .expect_err("must not load")
+            .to_string();
+        assert!(
+            text.starts_with(&format!("{}:{line}:", spec.display())) && text.contains(what),
+            "{text}"
+        );
+    }
+}

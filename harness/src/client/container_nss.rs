@@ -60,7 +60,7 @@ impl ContainerNss {
         let image = docker::image_for(build)?;
         let pki_root = crate::pki::cache_root();
         std::fs::create_dir_all(&pki_root)?;
-        let dbs = NssDbs::new();
+        let dbs = NssDbs::new()?;
         let req = docker::request(
             &image,
             vec!["sleep".into(), "infinity".into()],

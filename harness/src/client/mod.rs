@@ -87,7 +87,7 @@ pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
         "libpq" => Arc::new(Libpq::new()),
         "native-tls" => Arc::new(NativeTls::new()),
         "rustls" => Arc::new(Rustls::new()),
-        "nss" => Arc::new(Nss::new()),
+        "nss" => Arc::new(Nss::new()?),
         // libpq of a server build, inside a container of its image.
         other if other.starts_with(container_libpq::PREFIX) => Arc::new(ContainerLibpq::new(
             &other[container_libpq::PREFIX.len()..],

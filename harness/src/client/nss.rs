@@ -40,13 +40,19 @@ pub(crate) struct NssDbs {
 }
 
 impl NssDbs {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        use anyhow::Context as _;
         let dir = crate::pki::cache_root().join("nss-client");
-        std::fs::create_dir_all(&dir).expect("NSS database cache directory");
-        NssDbs {
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "creating the NSS database cache {} (set PGSSL_CACHE_DIR to a writable directory)",
+                dir.display()
+            )
+        })?;
+        Ok(NssDbs {
             dbs: Arc::default(),
             dir: Arc::new(dir),
-        }
+        })
     }
 
     /// Where the databases (and files derived for them) live.
@@ -69,22 +75,16 @@ pub struct Nss {
 }
 
 impl Nss {
-    pub fn new() -> Self {
-        Nss {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Nss {
             facts: ClientFacts {
                 name: "nss".into(),
                 tls_library: "nss".into(),
                 tls_version: nss_version(),
                 libpq_version: String::new(),
             },
-            dbs: NssDbs::new(),
-        }
-    }
-}
-
-impl Default for Nss {
-    fn default() -> Self {
-        Self::new()
+            dbs: NssDbs::new()?,
+        })
     }
 }
 
@@ -297,8 +297,10 @@ fn build_once(dir: &Path, plan: &DbPlan) -> anyhow::Result<PathBuf> {
 }
 
 /// Writes a derived file once; concurrent attempts may want the same one, so it is written
-/// aside and renamed into place, never truncated under a reader.
+/// aside and renamed into place, never truncated under a reader. Private to the cache's owner
+/// (0600): keys must not be readable by other users, and nothing here needs to be.
 fn write_once(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
     if path.exists() {
         return;
     }
@@ -308,8 +310,16 @@ fn write_once(path: &Path, bytes: &[u8]) {
         tmp.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
         std::thread::current().id()
     ));
-    if std::fs::write(&tmp, bytes).is_ok() {
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if written.is_ok() {
         let _ = std::fs::rename(&tmp, path);
+    } else {
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 
@@ -916,5 +926,21 @@ mod tests {
             panic!("a failure")
         };
         assert_eq!(class, ErrorClass::Unclassified);
+    }
+
+    /// Derived keys live in a cache other users may be able to list: only the owner reads them.
+    #[test]
+    fn derived_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc.key");
+        write_once(&path, b"-----BEGIN PRIVATE KEY-----\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

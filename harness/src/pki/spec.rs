@@ -211,6 +211,19 @@ impl PkiSpec {
 
     fn validate(&self) -> Result<(), LoadError> {
         let f = &self.file;
+        // Names become file names in the cache: nothing that leaves its directory.
+        for name in self.entry_names() {
+            let plain = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+            if !plain {
+                return Err(self.fail(
+                    name,
+                    format!("{name:?} is not a plain file name: use letters, digits, - _ . + (starting with a letter or digit), no / or .."),
+                ));
+            }
+        }
         let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<String>>();
         let list = |v: Vec<String>| v.join(", ");
         for (name, c) in f.ca.iter().chain(f.cert.iter()) {
@@ -313,9 +326,15 @@ impl PkiSpec {
                 return Err(self.fail(name, format!("key_file {name}: pkcs1-pem needs an RSA key")));
             }
             if let Some(m) = &k.mode {
-                u32::from_str_radix(m, 8).map_err(|_| {
+                let mode = u32::from_str_radix(m, 8).map_err(|_| {
                     self.fail(m, format!("key_file {name}: mode {m:?} is not octal"))
                 })?;
+                if mode > 0o777 {
+                    return Err(self.fail(
+                        m,
+                        format!("key_file {name}: mode {m:?} sets more than permission bits (at most 0777)"),
+                    ));
+                }
             }
         }
         for (name, db) in &f.nss_db {
@@ -363,6 +382,19 @@ impl PkiSpec {
             }
         }
         Ok(())
+    }
+
+    /// The name of every entry, of every kind.
+    fn entry_names(&self) -> impl Iterator<Item = &String> {
+        let f = &self.file;
+        f.ca.keys()
+            .chain(f.cert.keys())
+            .chain(f.crl.keys())
+            .chain(f.bundle.keys())
+            .chain(f.crl_bundle.keys())
+            .chain(f.crl_dir.keys())
+            .chain(f.key_file.keys())
+            .chain(f.nss_db.keys())
     }
 
     fn file_list(&self) -> Vec<String> {

@@ -9,7 +9,10 @@
 //! same directory, and the local runtime's config writer serves both runtimes.
 
 use super::docker;
-use super::local::{chown_tree, free_port, openssl_version_in, reload_config, write_config};
+use super::local::{
+    chown_tree, free_port, openssl_version_in, private_dirs, refused_by_itself, reload_config,
+    start_until_ready, write_config,
+};
 use super::{Admin, Runtime, Server, ServerSetup};
 use crate::cleanup::{self, Registration};
 use crate::facts::ServerFacts;
@@ -56,9 +59,7 @@ fn known_settings(setup: &ServerSetup, parameters: &HashSet<String>) -> ServerSe
 impl ContainerRuntime {
     pub fn new(build: &str) -> Result<Self> {
         let image = docker::image_for(build)?;
-        let run_dir = cleanup::create_run_dir().context("creating the run directory")?;
-        std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let reg = cleanup::register_dir(run_dir.path());
+        let (run_dir, reg) = cleanup::create_run_dir().context("creating the run directory")?;
         Ok(ContainerRuntime {
             build: build.to_string(),
             image,
@@ -154,9 +155,24 @@ impl Runtime for ContainerRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
-        if cleanup::shutting_down() {
-            bail!("shutting down");
-        }
+        let (mut server, version) = start_until_ready(
+            setup,
+            || self.spawn(setup),
+            |s| s.wait_ready(Duration::from_secs(60)),
+        )?;
+        server.facts.pg_version = version;
+        let (lib, ver) = detect_tls(&server.slot.join("data"));
+        server.facts.tls_library = lib;
+        server.facts.tls_version = ver;
+        Ok(Box::new(server))
+    }
+}
+
+impl ContainerRuntime {
+    /// Makes a server directory and starts the server's container, registered for clean-up;
+    /// nothing is created once clean-up has begun (see [`cleanup::creating`]).
+    fn spawn(&self, setup: &ServerSetup) -> Result<ContainerServer> {
+        let _creating = cleanup::creating()?;
         let Template {
             data: template,
             owner,
@@ -167,14 +183,27 @@ impl Runtime for ContainerRuntime {
             "srv-{}",
             self.next_slot.fetch_add(1, Ordering::Relaxed)
         ));
+        // Not create_dir_all: a run directory removed by clean-up must stay removed.
+        std::fs::create_dir(&slot).with_context(|| format!("creating {}", slot.display()))?;
         let data = slot.join("data");
         let sock = slot.join("sock");
-        std::fs::create_dir_all(&sock)?;
-        crate::pki::copy_tree(&template, &data)?;
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
-        let port = free_port(setup.ipv6)?;
-        write_config(&data, &sock, port, setup)?;
-        chown_tree(&slot, Some(owner))?;
+        let prepared = (|| -> Result<u16> {
+            std::fs::create_dir(&sock)?;
+            crate::pki::copy_tree(&template, &data)
+                .with_context(|| format!("copying the cluster into {}", data.display()))?;
+            private_dirs(&slot)?;
+            let port = free_port(setup.ipv6)?;
+            write_config(&data, &sock, port, setup)?;
+            chown_tree(&slot, Some(owner))?;
+            Ok(port)
+        })();
+        let port = match prepared {
+            Ok(port) => port,
+            Err(e) => {
+                std::fs::remove_dir_all(&slot).ok();
+                return Err(e);
+            }
+        };
         let req = docker::request(
             &self.image,
             vec![
@@ -188,8 +217,14 @@ impl Runtime for ContainerRuntime {
             &[(slot.as_path(), false)],
         )
         .with_user(format!("{}:{}", owner.0, owner.1));
-        let (container, registration) = docker::start(req)?;
-        let mut server = ContainerServer {
+        let (container, registration) = match docker::start(req) {
+            Ok(started) => started,
+            Err(e) => {
+                std::fs::remove_dir_all(&slot).ok();
+                return Err(e);
+            }
+        };
+        Ok(ContainerServer {
             container: Some(std::sync::Arc::new(container)),
             _registration: registration,
             slot,
@@ -205,16 +240,7 @@ impl Runtime for ContainerRuntime {
                 tls_library: String::new(),
                 tls_version: String::new(),
             },
-        };
-        let admin = server.wait_ready(Duration::from_secs(60))?;
-        Admin::install_query_support(&server.sock, server.port)?;
-        admin.ensure_objects(&setup.roles, &setup.databases)?;
-        let version = admin.value("SHOW server_version")?;
-        server.facts.pg_version = version.split_whitespace().next().unwrap_or("").to_string();
-        let (lib, ver) = detect_tls(&data);
-        server.facts.tls_library = lib;
-        server.facts.tls_version = ver;
-        Ok(Box::new(server))
+        })
     }
 }
 
@@ -275,7 +301,13 @@ impl ContainerServer {
                     let c = self.container.clone().expect("container");
                     let running = docker::block_on(async move { c.is_running().await });
                     if !matches!(running, Ok(true)) {
-                        bail!("server failed to start; its log:\n{}", self.log());
+                        let log = self.log();
+                        if refused_by_itself(&log) {
+                            bail!(super::ServerRefused(format!(
+                                "server failed to start; its log:\n{log}"
+                            )));
+                        }
+                        bail!("the server's container {} stopped during start-up, not by refusing the configuration; its log:\n{log}", self.slot.display());
                     }
                     if start.elapsed() > limit {
                         bail!("server not ready after {limit:?}: {e}\n{}", self.log());
@@ -315,6 +347,16 @@ impl Server for ContainerServer {
             setup,
             &self.log_source(),
         )
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let c = self.container.clone()?;
+        let id = c.id().to_string();
+        match docker::block_on(async move { c.is_running().await }) {
+            Ok(true) => None,
+            Ok(false) => Some(format!("container {id} stopped")),
+            Err(e) => Some(format!("container {id}: {e}")),
+        }
     }
 
     fn log(&self) -> String {

@@ -128,9 +128,7 @@ impl LocalRuntime {
             .output()?;
         let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let owner = server_owner()?;
-        let run_dir = cleanup::create_run_dir().context("creating the run directory")?;
-        std::fs::set_permissions(run_dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let reg = cleanup::register_dir(run_dir.path());
+        let (run_dir, reg) = cleanup::create_run_dir().context("creating the run directory")?;
         Ok(LocalRuntime {
             bindir,
             owner,
@@ -271,19 +269,48 @@ impl Runtime for LocalRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
+        let (mut server, version) = start_until_ready(
+            setup,
+            || self.spawn(setup),
+            |s| s.wait_ready(Duration::from_secs(60)),
+        )?;
+        server.facts.pg_version = version;
+        let (lib, ver) = detect_tls(server.child.id());
+        server.facts.tls_library = lib;
+        server.facts.tls_version = ver;
+        Ok(Box::new(server))
+    }
+}
+
+impl LocalRuntime {
+    /// Makes a server directory and starts postgres in it, registered for clean-up. Nothing is
+    /// created once clean-up has begun, and clean-up waits for a start under way.
+    fn spawn(&self, setup: &ServerSetup) -> Result<LocalServer> {
+        let _creating = cleanup::creating()?;
         let template = self.template()?;
         let slot = self.run_dir.path().join(format!(
             "srv-{}",
             self.next_slot.fetch_add(1, Ordering::Relaxed)
         ));
+        // Not create_dir_all: a run directory removed by clean-up must stay removed.
+        std::fs::create_dir(&slot).with_context(|| format!("creating {}", slot.display()))?;
+        let made = self.spawn_in(&slot, &template, setup);
+        if made.is_err() {
+            std::fs::remove_dir_all(&slot).ok();
+        }
+        made
+    }
+
+    fn spawn_in(&self, slot: &Path, template: &Path, setup: &ServerSetup) -> Result<LocalServer> {
         let data = slot.join("data");
         let sock = slot.join("sock");
-        std::fs::create_dir_all(&sock)?;
-        crate::pki::copy_tree(&template, &data)?;
-        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir(&sock)?;
+        crate::pki::copy_tree(template, &data)
+            .with_context(|| format!("copying the cluster into {}", data.display()))?;
+        private_dirs(slot)?;
         let port = free_port(setup.ipv6)?;
         write_config(&data, &sock, port, setup)?;
-        chown_tree(&slot, self.owner)?;
+        chown_tree(slot, self.owner)?;
         let log_path = slot.join("server.log");
         let log = std::fs::File::create(&log_path)?;
         chown_tree(&log_path, self.owner)?;
@@ -299,10 +326,10 @@ impl Runtime for LocalRuntime {
             .spawn()
             .context("starting postgres")?;
         let registration = cleanup::register_process(child.id() as i32);
-        let mut server = LocalServer {
+        Ok(LocalServer {
             child,
             _registration: registration,
-            slot,
+            slot: slot.to_path_buf(),
             sock,
             port,
             ipv6: setup.ipv6,
@@ -315,16 +342,70 @@ impl Runtime for LocalRuntime {
                 tls_library: String::new(),
                 tls_version: String::new(),
             },
-        };
-        let admin = server.wait_ready(Duration::from_secs(60))?;
-        Admin::install_query_support(&server.sock, server.port)?;
-        admin.ensure_objects(&setup.roles, &setup.databases)?;
-        let version = admin.value("SHOW server_version")?;
-        server.facts.pg_version = version.split_whitespace().next().unwrap_or("").to_string();
-        let (lib, ver) = detect_tls(server.child.id());
-        server.facts.tls_library = lib;
-        server.facts.tls_version = ver;
-        Ok(Box::new(server))
+        })
+    }
+}
+
+/// Spawns servers until one is ready, again on a new port while another process took the port
+/// between our probe and postgres's bind (at most [`PORT_TRIES`]); then installs what per-case
+/// queries need and the setup's roles and databases. Returns the server and its version.
+pub(super) fn start_until_ready<S: Server>(
+    setup: &ServerSetup,
+    mut spawn: impl FnMut() -> Result<S>,
+    wait_ready: impl Fn(&mut S) -> Result<Admin>,
+) -> Result<(S, String)> {
+    let mut tries = 0;
+    let (server, admin) = loop {
+        tries += 1;
+        let mut server = spawn()?;
+        match wait_ready(&mut server) {
+            Ok(admin) => break (server, admin),
+            Err(_) if tries < PORT_TRIES && port_taken(&server.log()) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    Admin::install_query_support(server.socket_dir(), server.port())?;
+    admin.ensure_objects(&setup.roles, &setup.databases)?;
+    let version = admin.value("SHOW server_version")?;
+    let version = version.split_whitespace().next().unwrap_or("").to_string();
+    Ok((server, version))
+}
+
+/// Starts tried per server: the free port is released before postgres binds it, and another
+/// process can take it in between ("Address already in use").
+pub(super) const PORT_TRIES: usize = 3;
+
+/// Whether a server's log says another process holds its port.
+pub(super) fn port_taken(log: &str) -> bool {
+    log.contains("Address already in use")
+}
+
+/// Whether a server that stopped during start-up refused the configuration itself (a FATAL
+/// line that is not about its port), rather than being killed or losing its port.
+pub(super) fn refused_by_itself(log: &str) -> bool {
+    log.lines().any(|l| l.contains("FATAL:")) && !port_taken(log)
+}
+
+/// A server directory (`slot`) and its socket directory: the server's user and the harness
+/// (root, or the same user) only. The admin socket lives there.
+pub(super) fn private_dirs(slot: &Path) -> Result<()> {
+    for dir in [slot.to_path_buf(), slot.join("sock"), slot.join("data")] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// The harness's own user name, which pg_ident.conf maps to `postgres` for the admin socket.
+fn harness_user() -> String {
+    // SAFETY: getpwuid with our uid; the name is copied out at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() {
+            return "root".into();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -361,14 +442,67 @@ pub(super) fn reload_config(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let text = log();
-    let since = text.get(log_offset..).unwrap_or("");
-    if let Some(line) = since.lines().find(|l| {
+    let problems = config_errors(&admin)?;
+    if !problems.is_empty() {
+        bail!(
+            "server rejected the new configuration: {}",
+            problems.join("; ")
+        );
+    }
+    // SSL files have no view: the postmaster logs "SSL configuration was not reloaded" and
+    // keeps the old context. A line this backend logs comes after everything the reload
+    // logged (the postmaster finished it before forking us), also where the log arrives late
+    // (a container's stderr through Docker): read up to that line.
+    let marker = reload_marker();
+    admin.query(&format!(
+        "SET log_min_messages = log; DO $pgssl$BEGIN RAISE LOG '{marker}'; END$pgssl$"
+    ))?;
+    let text = loop {
+        let text = log();
+        let since = text.get(log_offset..).unwrap_or("").to_string();
+        if let Some(end) = since.find(&marker) {
+            break since[..end].to_string();
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("the server's log did not show the reload check within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(line) = text.lines().find(|l| {
         l.contains("not reloaded") || l.contains("contains errors") || l.contains("could not load")
     }) {
         bail!("server rejected the new configuration: {line}");
     }
     admin.ensure_objects(&setup.roles, &setup.databases)
+}
+
+/// What the server finds wrong in the configuration files on disk: pg_hba.conf
+/// (`pg_hba_file_rules`), pg_ident.conf (`pg_ident_file_mappings`, PostgreSQL 15+) and
+/// postgresql.conf and its includes (`pg_file_settings`, e.g. a setting that needs a restart).
+/// These run the parsers the reload ran, so the answer does not depend on log timing.
+fn config_errors(admin: &Admin) -> Result<Vec<String>> {
+    let mut sql = vec![
+        "SELECT 'pg_hba.conf line ' || line_number || ': ' || error FROM pg_hba_file_rules WHERE error IS NOT NULL",
+        "SELECT coalesce(sourcefile, '?') || ' line ' || coalesce(sourceline::text, '?') || ': ' || coalesce(name || ': ', '') || error FROM pg_file_settings WHERE error IS NOT NULL",
+    ];
+    if admin.value("SELECT to_regclass('pg_catalog.pg_ident_file_mappings') IS NOT NULL")? == "t" {
+        sql.push("SELECT 'pg_ident.conf line ' || line_number || ': ' || error FROM pg_ident_file_mappings WHERE error IS NOT NULL");
+    }
+    let mut out = Vec::new();
+    for q in sql {
+        out.extend(admin.query(q)?.into_iter().flatten());
+    }
+    Ok(out)
+}
+
+/// A log text no other line contains.
+fn reload_marker() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "pgssl reload check {}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Writes pgssl.conf, pg_hba.conf, pg_ident.conf and the scenario's files.
@@ -384,6 +518,7 @@ pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSe
         ("listen_addresses", listen.to_string()),
         ("port", port.to_string()),
         ("unix_socket_directories", sock.display().to_string()),
+        ("unix_socket_permissions", "0700".into()),
         ("lc_messages", "C".into()),
         ("log_connections", "on".into()),
         ("log_line_prefix", "%m [%p] ".into()),
@@ -396,20 +531,22 @@ pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSe
         conf.push_str(&format!("{k} = {}\n", quote(v)));
     }
     std::fs::write(data.join("pgssl.conf"), conf)?;
-    let mut hba = String::from("# admin socket of the harness\nlocal all all trust\n");
+    // The superuser is the harness's alone: its own OS user (peer) over its private socket,
+    // never over TCP, whatever the scenario's lines admit.
+    let mut hba = String::from(
+        "# pgssl's admin connection\nlocal all postgres peer map=pgssl_admin\nhost all postgres all reject\n",
+    );
     for l in &setup.hba {
         hba.push_str(l);
         hba.push('\n');
     }
     std::fs::write(data.join("pg_hba.conf"), hba)?;
-    std::fs::write(
-        data.join("pg_ident.conf"),
-        setup
-            .ident
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>(),
-    )?;
+    let mut ident = format!("pgssl_admin {} postgres\n", harness_user());
+    for l in &setup.ident {
+        ident.push_str(l);
+        ident.push('\n');
+    }
+    std::fs::write(data.join("pg_ident.conf"), ident)?;
     let files = data.join("pgssl");
     if files.exists() {
         std::fs::remove_dir_all(&files)?;
@@ -487,12 +624,19 @@ struct LocalServer {
 
 impl LocalServer {
     fn wait_ready(&mut self, limit: Duration) -> Result<Admin> {
+        use std::os::unix::process::ExitStatusExt;
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait()? {
+                let log = self.log();
+                if status.signal().is_none() && refused_by_itself(&log) {
+                    bail!(super::ServerRefused(format!(
+                        "server failed to start ({status}); its log:\n{log}"
+                    )));
+                }
                 bail!(
-                    "server failed to start ({status}); its log:\n{}",
-                    self.log()
+                    "server {} ended during start-up ({status}), not by refusing the configuration; its log:\n{log}",
+                    self.slot.display()
                 );
             }
             match Admin::connect(&self.sock, self.port) {
@@ -535,6 +679,14 @@ impl Server for LocalServer {
         )
     }
 
+    fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(format!("postmaster {} {status}", self.child.id())),
+            Err(e) => Some(format!("postmaster {}: {e}", self.child.id())),
+        }
+    }
+
     fn log(&self) -> String {
         (self.log_source())()
     }
@@ -557,6 +709,19 @@ impl Drop for LocalServer {
 
 #[cfg(test)]
 mod tests {
+    /// PostgreSQL 15's own words for the three ways a start ends early.
+    #[test]
+    fn a_lost_port_is_not_a_refusal() {
+        let port = "2026-12-01 16:00:00.000 UTC [42] LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\n2026-12-01 16:00:00.000 UTC [42] HINT:  Is another postmaster already running on port 5432? If not, wait a few seconds and retry.\n2026-12-01 16:00:00.000 UTC [42] WARNING:  could not create listen socket for \"127.0.0.1\"\n2026-12-01 16:00:00.000 UTC [42] FATAL:  could not create any TCP/IP sockets\n";
+        assert!(super::port_taken(port));
+        assert!(!super::refused_by_itself(port));
+        let refused = "2026-12-01 16:00:00.000 UTC [42] LOG:  invalid authentication method \"bogus\"\n2026-12-01 16:00:00.000 UTC [42] FATAL:  could not load pg_hba.conf\n";
+        assert!(!super::port_taken(refused));
+        assert!(super::refused_by_itself(refused));
+        let killed = "2026-12-01 16:00:00.000 UTC [42] LOG:  starting PostgreSQL 15.18\n";
+        assert!(!super::refused_by_itself(killed));
+    }
+
     #[test]
     fn finds_openssl_version_text() {
         let blob = b"\0\0OpenSSL version: bad\0OpenSSL 3.0.17 1 Jul 2025\0";

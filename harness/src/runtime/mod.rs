@@ -30,6 +30,25 @@ pub struct ServerSetup {
     pub databases: Vec<String>,
 }
 
+/// The server itself refused to start with a setup: it exited and its log says why (a FATAL
+/// line). That is an outcome a scenario can expect (`server_start_failed`); every other start
+/// error (files, ports, a server killed or never ready) is the harness's and exits 2.
+#[derive(Debug)]
+pub struct ServerRefused(pub String);
+
+impl std::fmt::Display for ServerRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServerRefused {}
+
+/// Whether a start error is the server's own refusal ([`ServerRefused`]).
+pub fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ServerRefused>().is_some()
+}
+
 /// Starts servers of one build.
 pub trait Runtime: Send + Sync {
     /// Name of the server build, for reports and selectors (`server.build`).
@@ -57,6 +76,9 @@ pub trait Server: Send {
 
     /// Applies `setup` with a configuration reload and waits until the server has taken it.
     fn reload(&mut self, setup: &ServerSetup) -> Result<()>;
+
+    /// How the server ended, once it has (`None` while it runs).
+    fn exited(&mut self) -> Option<String>;
 
     /// The server's log so far.
     fn log(&self) -> String;

@@ -80,6 +80,33 @@ pub const SOCKET_HOST: &str = "@socket";
 /// Environment variables a case may set for the client; each names a PKI file.
 pub const ENV_KEYS: &[&str] = &["SSL_CERT_FILE", "SSL_CERT_DIR"];
 
+/// postgresql.conf settings the harness owns: where the server listens and who can reach it
+/// (the admin socket), where its configuration and files live, and the SSL file settings the
+/// core derives from `[server]` cert/key/ca/crl/crl_dir (PKI names, never paths).
+pub const HARNESS_SETTINGS: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "data_directory",
+    "config_file",
+    "hba_file",
+    "ident_file",
+    "external_pid_file",
+    "include",
+    "include_if_exists",
+    "include_dir",
+    "ssl",
+    "ssl_cert_file",
+    "ssl_key_file",
+    "ssl_ca_file",
+    "ssl_crl_file",
+    "ssl_crl_dir",
+    "lc_messages",
+    "log_line_prefix",
+];
+
 /// A validated scenario, ready to run.
 #[derive(Debug)]
 pub struct Scenario {
@@ -215,6 +242,14 @@ pub fn load_scenarios(paths: &[PathBuf]) -> Result<Vec<Scenario>, LoadError> {
             files.push(p.clone());
         }
     }
+    if files.is_empty() {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(LoadError {
+            file: paths.first().cloned().unwrap_or_default(),
+            line: None,
+            message: format!("no scenario files (*.toml) in {}", shown.join(", ")),
+        });
+    }
     let mut specs: BTreeMap<PathBuf, PkiSpec> = BTreeMap::new();
     let mut out: Vec<Scenario> = Vec::new();
     for file in files {
@@ -301,6 +336,38 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
         });
     }
 
+    let check_settings = |settings: &BTreeMap<String, Spanned<String>>,
+                          what: &str|
+     -> Result<(), LoadError> {
+        for (k, v) in settings {
+            let plain = k.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.".contains(c));
+            if !plain {
+                return Err(err(
+                    v.span(),
+                    format!(
+                        "{what}: {k:?} is not a setting name (lower-case letters, digits, _ and .)"
+                    ),
+                ));
+            }
+            if HARNESS_SETTINGS.contains(&k.as_str()) {
+                return Err(err(
+                        v.span(),
+                        format!(
+                            "{what}: {k} is set by the harness and cannot be changed by a scenario (use [server] ssl, cert, key, ca, crl, crl_dir and ipv6; harness-owned: {})",
+                            HARNESS_SETTINGS.join(", ")
+                        ),
+                    ));
+            }
+        }
+        Ok(())
+    };
+    check_settings(&server.settings, "server.settings")?;
+    if let Some(reload) = &file.reload {
+        check_settings(&reload.settings, "reload.settings")?;
+    }
+
     let check_conn = |conn: &BTreeMap<String, Spanned<String>>| -> Result<(), LoadError> {
         for (k, v) in conn {
             if !CONN_KEYWORDS.contains(&k.as_str()) {
@@ -382,6 +449,10 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
                     format!("override in case {id:?} selects nothing: name at least one fact"),
                 ));
             }
+            o.when
+                .get_ref()
+                .check_versions()
+                .map_err(|m| err(o.when.span(), m))?;
             overrides.push(super::load::CaseOverride {
                 selector: o.when.into_inner(),
                 expect: o.expect,
@@ -412,6 +483,24 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             server_log: def.server_log,
             overrides,
         });
+    }
+    let event_overrides = file
+        .startup
+        .iter()
+        .chain(file.reload.iter().map(|r| &r.expect))
+        .flat_map(|e| e.overrides.iter());
+    for o in event_overrides {
+        if let Err(m) = o.when.check_versions() {
+            // Not spanned (flattened tables): point at the reason, which is unique text.
+            let line = source
+                .find(o.reason.as_str())
+                .map(|at| line_of(&source, at));
+            return Err(LoadError {
+                file: path.to_path_buf(),
+                line,
+                message: m,
+            });
+        }
     }
     let startup_fails = file.startup.as_ref().is_some_and(|s| s.fails);
     if cases.is_empty() && !startup_fails {

@@ -98,9 +98,10 @@ pub struct ReloadDef {
     /// PKI file for `ssl_key_file` after the reload.
     #[schemars(with = "Option<String>")]
     pub key: Option<Spanned<String>>,
-    /// Settings changed by the reload.
+    /// Settings changed by the reload (the same are refused as in `[server] settings`).
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub settings: BTreeMap<String, Spanned<String>>,
     /// Whether the server must reject the reload, and what its log must say.
     #[serde(flatten)]
     pub expect: ServerEventExpect,
@@ -141,9 +142,12 @@ pub struct ServerConfig {
     /// Also listen on ::1, for cases that connect over IPv6.
     #[serde(default)]
     pub ipv6: bool,
-    /// Any other postgresql.conf settings, written verbatim (values quoted for you).
+    /// Any other postgresql.conf settings, written verbatim (values quoted for you). Settings
+    /// the harness owns (`listen_addresses`, `port`, sockets, file locations, `include*`, the
+    /// `ssl*` file settings that `cert`/`key`/`ca`/`crl`/`crl_dir` set) are refused.
     #[serde(default)]
-    pub settings: BTreeMap<String, String>,
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub settings: BTreeMap<String, Spanned<String>>,
     /// pg_hba.conf lines, in order. Connections from the harness's admin socket are always allowed.
     pub hba: Vec<String>,
     /// pg_ident.conf lines.

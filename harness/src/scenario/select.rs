@@ -162,6 +162,29 @@ impl Selector {
         out
     }
 
+    /// Refuses a version fact compared with something that is not a version (`">=abc"` would
+    /// otherwise compare as 0 and match everything).
+    pub fn check_versions(&self) -> Result<(), String> {
+        let is_version = |v: &str| {
+            v.starts_with(|c: char| c.is_ascii_digit())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-+~".contains(c))
+        };
+        for (path, m) in self.conditions() {
+            if !path.ends_with("_version") {
+                continue;
+            }
+            if let Some(c) = m.0.iter().find(|c| !is_version(&c.value)) {
+                return Err(format!(
+                    "{path} = {:?}: {:?} is not a version; expected digits and dots, like \"16\", \">=3.0\" or \"1.1.1w\"",
+                    m.to_string(),
+                    c.value
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// True when every named fact matches. A fact that is empty (not applicable to this
     /// backend, like libpq_version for a pure-Rust stack) never matches.
     pub fn matches(&self, facts: &BackendFacts) -> bool {
