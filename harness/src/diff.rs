@@ -139,11 +139,24 @@ pub fn diff(old: &ResultsDoc, new: &ResultsDoc) -> Diff {
             push(Change::ClassMoved, key, outcome_class(o), outcome_class(n));
         }
         match (&o.override_reason, &n.override_reason) {
-            (None, Some(_)) => push(Change::OverrideStarted, key, "none".into(), override_text(n)),
-            (Some(_), None) => push(Change::OverrideStopped, key, override_text(o), "none".into()),
-            (Some(_), Some(_)) if override_text(o) != override_text(n) => {
-                push(Change::OverrideChanged, key, override_text(o), override_text(n))
-            }
+            (None, Some(_)) => push(
+                Change::OverrideStarted,
+                key,
+                "none".into(),
+                override_text(n),
+            ),
+            (Some(_), None) => push(
+                Change::OverrideStopped,
+                key,
+                override_text(o),
+                "none".into(),
+            ),
+            (Some(_), Some(_)) if override_text(o) != override_text(n) => push(
+                Change::OverrideChanged,
+                key,
+                override_text(o),
+                override_text(n),
+            ),
             _ => {}
         }
         if o.expected != n.expected {
@@ -169,7 +182,9 @@ pub fn diff(old: &ResultsDoc, new: &ResultsDoc) -> Diff {
 impl Diff {
     /// Something that passed (or was not there) fails now.
     pub fn regressed(&self) -> bool {
-        self.entries.iter().any(|e| e.change == Change::NewlyFailing)
+        self.entries
+            .iter()
+            .any(|e| e.change == Change::NewlyFailing)
     }
 
     pub fn count(&self, change: Change) -> usize {

@@ -115,10 +115,7 @@ enum Command {
     },
     /// What changed between two results files: newly failing and passing pairs, outcome
     /// classes, overrides. Exit status 1 when something regressed (fails now, passed before).
-    Diff {
-        old: PathBuf,
-        new: PathBuf,
-    },
+    Diff { old: PathBuf, new: PathBuf },
     /// Join the results files of the shards of a partitioned run (`--partition k/n`) into one.
     Merge {
         #[arg(required = true)]
@@ -343,7 +340,12 @@ fn run_plan(
 }
 
 /// `pgssl run`: the selection, with progress and a summary, and the requested files.
-fn run(sel: &Selection, filter: Option<String>, out: &Outputs, verbose: bool) -> Result<i32, Infra> {
+fn run(
+    sel: &Selection,
+    filter: Option<String>,
+    out: &Outputs,
+    verbose: bool,
+) -> Result<i32, Infra> {
     let shard = match out.partition {
         None => None,
         Some(_) => {
@@ -470,12 +472,8 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     }
     let wall = started.elapsed();
     a.out.write_junit(&results).map_err(Infra)?;
-    let mut doc = pgssl::results::ResultsDoc::new(
-        Some(config),
-        case_order,
-        results,
-        wall.as_millis(),
-    );
+    let mut doc =
+        pgssl::results::ResultsDoc::new(Some(config), case_order, results, wall.as_millis());
     doc.partition = shard;
     if let Some(path) = &a.out.json {
         doc.write(path).map_err(Infra)?;
@@ -617,8 +615,10 @@ fn main() {
             out,
             verbose,
         } => run(&sel, filter, &out, verbose),
-        Command::Tap { sel } => run_plan(&sel, None, &mut TapReporter::new(std::io::stdout()), None)
-            .map(|(code, _)| code),
+        Command::Tap { sel } => {
+            run_plan(&sel, None, &mut TapReporter::new(std::io::stdout()), None)
+                .map(|(code, _)| code)
+        }
         Command::Report {
             results,
             html,

@@ -64,12 +64,8 @@ impl ResultsDoc {
     }
 
     fn recount(&mut self) {
-        let count = |f: fn(&Verdict) -> bool| {
-            self.results
-                .iter()
-                .filter(|r| f(&r.result.verdict))
-                .count()
-        };
+        let count =
+            |f: fn(&Verdict) -> bool| self.results.iter().filter(|r| f(&r.result.verdict)).count();
         self.passed = count(|v| matches!(v, Verdict::Pass));
         self.failed = count(|v| matches!(v, Verdict::Fail(_)));
         self.errors = count(|v| matches!(v, Verdict::Error(_)));
@@ -79,8 +75,8 @@ impl ResultsDoc {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let value: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not JSON", path.display()))?;
+        let value: Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
         let doc = match value {
             Value::Array(events) => from_events(events),
             Value::Object(_) => serde_json::from_value(value).map_err(anyhow::Error::from),
@@ -355,7 +351,11 @@ mod tests {
         };
         let events = vec![
             serde_json::json!({"event": "started", "total": 2}),
-            result("s/a", Value::Null, serde_json::json!({"verdict": "error", "why": "x"})),
+            result(
+                "s/a",
+                Value::Null,
+                serde_json::json!({"verdict": "error", "why": "x"}),
+            ),
             result("s/b", facts, serde_json::json!({"verdict": "pass"})),
             serde_json::json!({"event": "finished", "passed": 1, "failed": 0, "errors": 1,
                                "wall_millis": 40}),

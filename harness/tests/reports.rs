@@ -153,9 +153,16 @@ fn junit_has_a_testcase_per_pair_with_failures_and_overrides() {
             ..
         } => {
             assert_eq!(*kind, quick_junit::NonSuccessKind::Failure);
-            assert!(message.as_ref().unwrap().as_str().contains("hostname_mismatch"));
+            assert!(message
+                .as_ref()
+                .unwrap()
+                .as_str()
+                .contains("hostname_mismatch"));
             let text = description.as_ref().unwrap().as_str();
-            assert!(text.contains("expected: failed: hostname_mismatch"), "{text}");
+            assert!(
+                text.contains("expected: failed: hostname_mismatch"),
+                "{text}"
+            );
             assert!(text.contains("actual: connected (ssl, TLSv1.3)"), "{text}");
         }
         other => panic!("{other:?}"),
@@ -231,7 +238,10 @@ fn diff_and_report_refuse_bad_input_with_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("garbage.json") && err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("garbage.json") && err.contains("line 3"),
+        "{err}"
+    );
     let missing = pgssl()
         .args(["report", "no-such.json", "--html"])
         .arg(work().join("never.html"))
@@ -363,7 +373,10 @@ fn html_report_renders_in_chromium_and_filters() {
     let cases: std::collections::BTreeSet<&str> =
         doc.results.iter().map(|r| r.result.case.as_str()).collect();
     assert_eq!(all.len(), cases.len());
-    assert!(all.iter().all(|(_, hidden)| !hidden), "no filter hides nothing");
+    assert!(
+        all.iter().all(|(_, hidden)| !hidden),
+        "no filter hides nothing"
+    );
     assert!(
         dom.contains(&format!("showing {0} of {0} cases", cases.len())),
         "the script ran"
@@ -375,13 +388,17 @@ fn html_report_renders_in_chromium_and_filters() {
     let shown = visible(&dom);
     assert!(!shown.is_empty());
     assert!(
-        shown.iter().all(|c| c.starts_with("hostname-single-alt-name/")),
+        shown
+            .iter()
+            .all(|c| c.starts_with("hostname-single-alt-name/")),
         "{shown:?}"
     );
     // Status: the one failure; with a backend, the other column is hidden.
     let dom = dump_dom(&format!("{url}#status=failed&backend=libpq@local"));
     assert_eq!(visible(&dom), [FLIPPED]);
-    assert!(dom.contains("<th class=\"b\" data-backend=\"rustls@local\" title=\"rustls@local\" hidden=\"\">"));
+    assert!(dom.contains(
+        "<th class=\"b\" data-backend=\"rustls@local\" title=\"rustls@local\" hidden=\"\">"
+    ));
     // A class filter: only rows where some cell expected or got hostname_mismatch.
     let dom = dump_dom(&format!("{url}#class=hostname_mismatch"));
     let shown = visible(&dom);
@@ -430,7 +447,10 @@ fn two_shards_merged_equal_the_unsharded_run() {
         assert_eq!(out.status.code(), Some(0), "{}", show(&out));
         let doc = load(&json);
         assert!(!doc.results.is_empty(), "shard {k} ran nothing");
-        assert!(doc.results.len() < base.results.len(), "shard {k} ran everything");
+        assert!(
+            doc.results.len() < base.results.len(),
+            "shard {k} ran everything"
+        );
         shards.push(json);
     }
     let merged = work().join("merged.json");

@@ -196,8 +196,17 @@ pub fn render(doc: &ResultsDoc, sources: &[String], diff: Option<(&Diff, &str)>)
         &pairs(scenarios.iter().map(|s| s.to_string()).collect()),
     );
     options(&mut out, "backend", "backend", &pairs(backends.clone()));
-    let all_classes: BTreeSet<String> = doc.results.iter().flat_map(|r| classes(&r.result)).collect();
-    options(&mut out, "class", "class", &pairs(all_classes.into_iter().collect()));
+    let all_classes: BTreeSet<String> = doc
+        .results
+        .iter()
+        .flat_map(|r| classes(&r.result))
+        .collect();
+    options(
+        &mut out,
+        "class",
+        "class",
+        &pairs(all_classes.into_iter().collect()),
+    );
     let mut statuses: Vec<(String, String)> = [
         Status::Canonical,
         Status::Override,
@@ -239,6 +248,9 @@ pub fn render(doc: &ResultsDoc, sources: &[String], diff: Option<(&Diff, &str)>)
         }
         out.push_str("</tr>\n");
     }
-    let _ = write!(out, "</tbody></table>\n<script>{SCRIPT}</script>\n</body></html>\n");
+    let _ = write!(
+        out,
+        "</tbody></table>\n<script>{SCRIPT}</script>\n</body></html>\n"
+    );
     out
 }

@@ -23,8 +23,7 @@ impl JsonReporter {
 
     /// Records that this run is one shard of a partitioned run (`merge` checks the shards).
     pub fn with_shard(mut self, shard: Option<&crate::partition::Shard>) -> Self {
-        self.header =
-            shard.map(|s| serde_json::json!({ "event": "partition", "partition": s }));
+        self.header = shard.map(|s| serde_json::json!({ "event": "partition", "partition": s }));
         self
     }
 }
@@ -48,4 +47,3 @@ impl Reporter for JsonReporter {
         }
     }
 }
-

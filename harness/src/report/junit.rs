@@ -37,13 +37,15 @@ pub fn raw_of(r: &crate::runner::CaseResult) -> Option<&str> {
     }
 }
 
-/// The report over `results`, suites in backend order of first appearance.
+/// The report over `results`: suites by backend name, cases by id, so the file does not
+/// depend on the order in which attempts finished.
 pub fn report(results: &[MatrixResult]) -> Report {
-    let mut suites: BTreeMap<String, (usize, TestSuite)> = BTreeMap::new();
-    for r in results {
+    let mut sorted: Vec<&MatrixResult> = results.iter().collect();
+    sorted.sort_by(|a, b| a.result.case.cmp(&b.result.case));
+    let mut suites: BTreeMap<String, TestSuite> = BTreeMap::new();
+    for r in sorted {
         let label = r.backend();
-        let order = suites.len();
-        let (_, suite) = suites.entry(label.clone()).or_insert_with(|| {
+        let suite = suites.entry(label.clone()).or_insert_with(|| {
             let mut s = TestSuite::new(label.clone());
             if let Some(b) = &r.result.backend {
                 s.add_properties([
@@ -58,17 +60,20 @@ pub fn report(results: &[MatrixResult]) -> Report {
                     ),
                 ]);
             }
-            (order, s)
+            s
         });
         suite.add_test_case(test_case(r));
     }
-    let mut ordered: Vec<(usize, TestSuite)> = suites.into_values().collect();
-    ordered.sort_by_key(|(i, _)| *i);
     let mut report = Report::new("pgssl");
     let total: u128 = results.iter().map(|r| r.result.millis).sum();
     report.set_time(Duration::from_millis(total as u64));
-    report.add_test_suites(ordered.into_iter().map(|(_, mut s)| {
-        let t: u128 = s.test_cases.iter().filter_map(|c| c.time).map(|d| d.as_millis()).sum();
+    report.add_test_suites(suites.into_values().map(|mut s| {
+        let t: u128 = s
+            .test_cases
+            .iter()
+            .filter_map(|c| c.time)
+            .map(|d| d.as_millis())
+            .sum();
         s.set_time(Duration::from_millis(t as u64));
         s
     }));
