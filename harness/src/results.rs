@@ -75,8 +75,9 @@ impl ResultsDoc {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let value: Value =
+        let mut value: Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        old_query_form(&mut value);
         let doc = match value {
             Value::Array(events) => from_events(events),
             Value::Object(_) => serde_json::from_value(value).map_err(anyhow::Error::from),
@@ -103,6 +104,31 @@ impl ResultsDoc {
     pub fn write(&self, path: &Path) -> Result<()> {
         let body = serde_json::to_string_pretty(self)?;
         std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Files written before query expectations were written as they are read held
+/// `{"sql": …, "result": {"returns": …}}`; this rewrites them to `{"sql": …, "returns": …}`.
+fn old_query_form(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.len() == 2 && m.contains_key("sql") {
+                match m.remove("result") {
+                    Some(Value::Object(r)) => m.extend(r),
+                    // The unit variant `null` was written as a string.
+                    Some(Value::String(n)) if n == "null" => {
+                        m.insert("null".into(), Value::Bool(true));
+                    }
+                    Some(other) => {
+                        m.insert("result".into(), other);
+                    }
+                    None => {}
+                }
+            }
+            m.values_mut().for_each(old_query_form);
+        }
+        Value::Array(a) => a.iter_mut().for_each(old_query_form),
+        _ => {}
     }
 }
 

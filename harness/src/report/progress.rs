@@ -64,9 +64,15 @@ impl Progress {
             None if self.last_line.elapsed() >= LINE_EVERY && self.done < self.total => {
                 self.last_line = Instant::now();
                 let elapsed = self.started.elapsed().as_secs_f64();
-                let left = elapsed / self.done as f64 * (self.total - self.done) as f64;
+                // Too few pairs say nothing about the rest (the first wait for servers).
+                let left = if self.done * 50 >= self.total {
+                    let left = elapsed / self.done as f64 * (self.total - self.done) as f64;
+                    format!("about {left:.0} s left")
+                } else {
+                    "no estimate before 2%".to_string()
+                };
                 eprintln!(
-                    "pgssl: {}/{} pairs done, {failed} not ok, {elapsed:.0} s elapsed, about {left:.0} s left",
+                    "pgssl: {}/{} pairs done, {failed} not ok, {elapsed:.0} s elapsed, {left}",
                     self.done, self.total
                 );
             }
