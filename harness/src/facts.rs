@@ -1,11 +1,11 @@
 //! Facts detected at run time about a server build and a client stack. Overrides select on
 //! these; nothing here is typed by hand.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
 /// What was detected about a running server build.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServerFacts {
     /// The server build's name as given on the command line (`local`, `pg15-openssl3.0`, ...).
     pub build: String,
@@ -20,7 +20,7 @@ pub struct ServerFacts {
 }
 
 /// What was detected about a client stack.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClientFacts {
     /// The stack's name (`libpq`, `native-tls`, ...).
     pub name: String,
@@ -33,7 +33,7 @@ pub struct ClientFacts {
 }
 
 /// The facts one (server build, client stack) pair presents to selectors.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackendFacts {
     pub server: ServerFacts,
     pub client: ClientFacts,

@@ -7,14 +7,17 @@
 pub mod cache;
 pub mod cleanup;
 pub mod client;
+pub mod diff;
 pub mod error_class;
 pub mod facts;
 pub mod images;
 pub mod lint;
 pub mod matrix;
 pub mod outcome;
+pub mod partition;
 pub mod pki;
 pub mod report;
+pub mod results;
 pub mod runner;
 pub mod runtime;
 pub mod scenario;

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pgssl::client::{client_by_name, ClientStack, CLIENT_NAMES};
 use pgssl::facts::BackendFacts;
+use pgssl::matrix::MatrixResult;
 use pgssl::report::{Fanout, HumanReporter, JsonReporter, Reporter, TapReporter};
 use pgssl::runner::{self, Plan};
 use pgssl::scenario::{load_scenarios, Scenario};
@@ -32,9 +33,8 @@ enum Command {
         /// Only cases whose id contains this text.
         #[arg(long)]
         filter: Option<String>,
-        /// Also write every result as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        out: Outputs,
         /// Print a line per case, not only failures.
         #[arg(long, short)]
         verbose: bool,
@@ -76,9 +76,8 @@ enum Command {
         /// Image recipes, for images that do not exist yet.
         #[arg(long, default_value = "ci/images")]
         recipes: PathBuf,
-        /// Also write every result as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        out: Outputs,
         /// Show every case, not only those where some backend diverged or failed.
         #[arg(long)]
         all: bool,
@@ -101,6 +100,30 @@ enum Command {
     /// environment variables.
     #[command(hide = true)]
     ClientAttempt,
+    /// Write one self-contained HTML page of the case x backend grid from results JSON files
+    /// (`run --json`, `matrix --json`, `merge`).
+    Report {
+        /// Results files; several are joined (a pair may appear in only one).
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// The page to write.
+        #[arg(long)]
+        html: PathBuf,
+        /// Also show what changed since this earlier results file.
+        #[arg(long, value_name = "OLD.json")]
+        diff: Option<PathBuf>,
+    },
+    /// What changed between two results files: newly failing and passing pairs, outcome
+    /// classes, overrides. Exit status 1 when something regressed (fails now, passed before).
+    Diff { old: PathBuf, new: PathBuf },
+    /// Join the results files of the shards of a partitioned run (`--partition k/n`) into one.
+    Merge {
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Where to write the joined results.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Materialise the PKI (certificates, keys, CRLs) into a directory.
     Certs {
         /// Where to write the files.
@@ -147,6 +170,87 @@ struct Selection {
     timeout: u64,
     /// Scenario files or directories (default: scenarios/).
     scenarios: Vec<PathBuf>,
+}
+
+/// Where results go, and which part of the work this machine does.
+#[derive(Args, Clone, Default)]
+struct Outputs {
+    /// Also write every result as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write JUnit XML (one test case per case x backend) to this file.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Run only shard k of n (e.g. 1/2): units of one scenario on one server build, split
+    /// deterministically; join the shards' --json files with `pgssl merge`.
+    #[arg(long, value_name = "K/N")]
+    partition: Option<pgssl::partition::Partition>,
+    /// A previous results JSON whose times balance the shards (every shard must get the same).
+    #[arg(long, requires = "partition")]
+    durations: Option<PathBuf>,
+}
+
+impl Outputs {
+    /// This machine's shard of `units` (scenario, server, pairs), if partitioned.
+    fn shard(&self, units: Vec<(String, usize)>) -> Result<Option<pgssl::partition::Shard>> {
+        let Some(part) = self.partition else {
+            return Ok(None);
+        };
+        let durations = pgssl::partition::load_durations(self.durations.as_deref())?;
+        let shard = pgssl::partition::assign(&units, &durations, part);
+        eprintln!(
+            "pgssl: shard {}/{}: {} of {} units (scenario on server build)",
+            shard.index,
+            shard.count,
+            shard.units.len(),
+            shard.units_total
+        );
+        Ok(Some(shard))
+    }
+
+    fn write_junit(&self, results: &[MatrixResult]) -> Result<()> {
+        match &self.junit {
+            Some(path) => pgssl::report::junit::write(path, results),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The units of a run: every scenario on every server spec, with its number of pairs.
+fn units(
+    scenarios: &[Scenario],
+    servers: &[String],
+    clients: usize,
+    filter: Option<&str>,
+) -> Vec<(String, usize)> {
+    servers
+        .iter()
+        .flat_map(|server| {
+            scenarios.iter().map(move |s| {
+                let cases = s
+                    .cases
+                    .iter()
+                    .filter(|c| filter.is_none_or(|f| c.id.contains(f)))
+                    .count();
+                (pgssl::partition::unit(&s.name, server), cases * clients + 1)
+            })
+        })
+        .collect()
+}
+
+/// Keeps the scenarios of `server` that are in `shard` (all of them without one).
+fn in_shard(
+    scenarios: Vec<Scenario>,
+    server: &str,
+    shard: Option<&pgssl::partition::Shard>,
+) -> Vec<Scenario> {
+    match shard {
+        None => scenarios,
+        Some(sh) => scenarios
+            .into_iter()
+            .filter(|s| sh.units.contains(&pgssl::partition::unit(&s.name, server)))
+            .collect(),
+    }
 }
 
 /// Bad input or broken infrastructure: exit 2.
@@ -204,14 +308,18 @@ fn check_selection(scenarios: &[Scenario], filter: Option<&str>) -> Result<(), I
     )))
 }
 
+/// Runs the selection on every server spec; returns the exit status and every result with
+/// the server spec it ran on.
 fn run_plan(
     sel: &Selection,
     filter: Option<String>,
     reporter: &mut dyn Reporter,
-) -> Result<i32, Infra> {
+    shard: Option<&pgssl::partition::Shard>,
+) -> Result<(i32, Vec<MatrixResult>), Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     check_selection(&scenarios, filter.as_deref())?;
     let clients = clients(&sel.clients).map_err(Infra)?;
+    let mut rows = Vec::new();
     let reaped = pgssl::cleanup::reap_stale();
     if reaped > 0 {
         eprintln!("pgssl: removed {reaped} containers and run directories left by killed runs");
@@ -226,6 +334,7 @@ fn run_plan(
             Some(s) => s,
             None => load(&sel.scenarios).map_err(Infra)?,
         };
+        let scenarios = in_shard(scenarios, spec, shard);
         let plan = Plan {
             scenarios,
             runtime,
@@ -239,19 +348,56 @@ fn run_plan(
             let handle = tokio::spawn(runner::run(plan, tx));
             while let Some(ev) = rx.recv().await {
                 reporter.event(&ev);
+                if let runner::Event::CaseFinished(r) = ev {
+                    rows.push(MatrixResult {
+                        server: spec.clone(),
+                        result: *r,
+                    });
+                }
             }
             handle.await
         });
         let summary = summary.map_err(|e| Infra(e.into()))?;
         code = code.max(summary.exit_code());
     }
+    Ok((code, rows))
+}
+
+/// `pgssl run`: the selection, with progress and a summary, and the requested files.
+fn run(
+    sel: &Selection,
+    filter: Option<String>,
+    out: &Outputs,
+    verbose: bool,
+) -> Result<i32, Infra> {
+    let shard = match out.partition {
+        None => None,
+        Some(_) => {
+            let scenarios = load(&sel.scenarios).map_err(Infra)?;
+            let clients = if sel.clients.is_empty() {
+                CLIENT_NAMES.len()
+            } else {
+                sel.clients.len()
+            };
+            out.shard(units(&scenarios, &sel.servers, clients, filter.as_deref()))
+                .map_err(Infra)?
+        }
+    };
+    let mut sinks: Vec<Box<dyn Reporter>> = vec![Box::new(HumanReporter::new(verbose))];
+    if let Some(path) = &out.json {
+        sinks.push(Box::new(
+            JsonReporter::new(path.clone()).with_shard(shard.as_ref()),
+        ));
+    }
+    let (code, rows) = run_plan(sel, filter, &mut Fanout(sinks), shard.as_ref())?;
+    out.write_junit(&rows).map_err(Infra)?;
     Ok(code)
 }
 
 struct MatrixArgs {
     config: PathBuf,
     recipes: PathBuf,
-    json: Option<PathBuf>,
+    out: Outputs,
     all: bool,
     filter: Option<String>,
     jobs: usize,
@@ -260,15 +406,24 @@ struct MatrixArgs {
 }
 
 fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
-    use pgssl::matrix::{MatrixConfig, MatrixResult};
+    use pgssl::matrix::MatrixConfig;
     let started = std::time::Instant::now();
     let config = MatrixConfig::load(&a.config).map_err(Infra)?;
-    let catalogue = load(&a.scenarios).map_err(Infra)?;
-    check_selection(&catalogue, a.filter.as_deref())?;
-    let case_order: Vec<String> = catalogue
+    let scenarios = load(&a.scenarios).map_err(Infra)?;
+    check_selection(&scenarios, a.filter.as_deref())?;
+    let case_order: Vec<String> = scenarios
         .iter()
         .flat_map(|s| s.cases.iter().map(|c| c.id.clone()))
         .collect();
+    let shard = a
+        .out
+        .shard(units(
+            &scenarios,
+            &config.servers,
+            config.clients.len(),
+            a.filter.as_deref(),
+        ))
+        .map_err(Infra)?;
     let reaped = pgssl::cleanup::reap_stale();
     if reaped > 0 {
         eprintln!("pgssl: removed {reaped} containers and run directories left by killed runs");
@@ -293,19 +448,25 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     let images_done = started.elapsed();
     let clients = clients(&config.clients).map_err(Infra)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Infra(e.into()))?;
-    let mut results: Vec<MatrixResult> = Vec::new();
-    let mut human = HumanReporter::new(false);
+    let mut plans = Vec::new();
     for spec in &config.servers {
-        eprintln!("pgssl: matrix: server build {spec}");
         let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
+        let scenarios = in_shard(load(&a.scenarios).map_err(Infra)?, spec, shard.as_ref());
         let plan = Plan {
-            scenarios: load(&a.scenarios).map_err(Infra)?,
+            scenarios,
             runtime,
             clients: clients.clone(),
             filter: a.filter.clone(),
             jobs: a.jobs,
             timeout: Duration::from_secs(a.timeout),
         };
+        plans.push((spec, plan));
+    }
+    let total = plans.iter().map(|(_, p)| p.total()).sum();
+    let mut results: Vec<MatrixResult> = Vec::new();
+    let mut human = HumanReporter::new(false).with_total(total);
+    for (spec, plan) in plans {
+        eprintln!("pgssl: matrix: server build {spec}");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let done = rt.block_on(async {
             let handle = tokio::spawn(runner::run(plan, tx));
@@ -322,11 +483,6 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         });
         done.map_err(|e| Infra(e.into()))?;
     }
-    let count =
-        |f: fn(&runner::Verdict) -> bool| results.iter().filter(|r| f(&r.result.verdict)).count();
-    let passed = count(|v| matches!(v, runner::Verdict::Pass));
-    let failed = count(|v| matches!(v, runner::Verdict::Fail(_)));
-    let errors = count(|v| matches!(v, runner::Verdict::Error(_)));
     println!(
         "{}",
         pgssl::matrix::render(&config, &case_order, &results, a.all)
@@ -340,21 +496,14 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         println!("failures and errors:\n{fails}");
     }
     let wall = started.elapsed();
-    if let Some(path) = &a.json {
-        let report = pgssl::matrix::MatrixReport {
-            config: &config,
-            backends: pgssl::matrix::backends(&config),
-            passed,
-            failed,
-            errors,
-            wall_millis: wall.as_millis(),
-            results: &results,
-        };
-        let body = serde_json::to_string_pretty(&report).map_err(|e| Infra(e.into()))?;
-        std::fs::write(path, body)
-            .with_context(|| format!("writing {}", path.display()))
-            .map_err(Infra)?;
+    a.out.write_junit(&results).map_err(Infra)?;
+    let mut doc =
+        pgssl::results::ResultsDoc::new(Some(config), case_order, results, wall.as_millis());
+    doc.partition = shard;
+    if let Some(path) = &a.out.json {
+        doc.write(path).map_err(Infra)?;
     }
+    let (passed, failed, errors) = (doc.passed, doc.failed, doc.errors);
     println!(
         "matrix: {passed} passed, {failed} failed, {errors} errors; images {:.0} s, wall {:.0} s",
         images_done.as_secs_f64(),
@@ -368,6 +517,37 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     } else {
         0
     })
+}
+
+/// `pgssl report`: the HTML page of one or more results files, optionally with a diff.
+fn report(results: &[PathBuf], html: &std::path::Path, diff: Option<&PathBuf>) -> Result<i32> {
+    let docs = results
+        .iter()
+        .map(|p| Ok((p.clone(), pgssl::results::ResultsDoc::load(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    // A report may show a single shard; `merge` insists on all of them.
+    let doc = pgssl::results::merge(docs, false)?;
+    let names: Vec<String> = results.iter().map(|p| p.display().to_string()).collect();
+    let changes = match diff {
+        Some(old) => Some((
+            pgssl::diff::diff(&pgssl::results::ResultsDoc::load(old)?, &doc),
+            old.display().to_string(),
+        )),
+        None => None,
+    };
+    let page = pgssl::report::html::render(
+        &doc,
+        &names,
+        changes.as_ref().map(|(d, name)| (d, name.as_str())),
+    );
+    std::fs::write(html, &page).with_context(|| format!("writing {}", html.display()))?;
+    eprintln!(
+        "pgssl report: {} ({} pairs, {} KiB)",
+        html.display(),
+        doc.results.len(),
+        page.len() / 1024
+    );
+    Ok(0)
 }
 
 fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i32, Infra> {
@@ -457,16 +637,42 @@ fn main() {
         Command::Run {
             sel,
             filter,
-            json,
+            out,
             verbose,
-        } => {
-            let mut sinks: Vec<Box<dyn Reporter>> = vec![Box::new(HumanReporter::new(verbose))];
-            if let Some(path) = json {
-                sinks.push(Box::new(JsonReporter::new(path)));
-            }
-            run_plan(&sel, filter, &mut Fanout(sinks))
+        } => run(&sel, filter, &out, verbose),
+        Command::Tap { sel } => {
+            run_plan(&sel, None, &mut TapReporter::new(std::io::stdout()), None)
+                .map(|(code, _)| code)
         }
-        Command::Tap { sel } => run_plan(&sel, None, &mut TapReporter::new(std::io::stdout())),
+        Command::Report {
+            results,
+            html,
+            diff,
+        } => report(&results, &html, diff.as_ref()).map_err(Infra),
+        Command::Diff { old, new } => (|| -> Result<i32> {
+            let old = pgssl::results::ResultsDoc::load(&old)?;
+            let new = pgssl::results::ResultsDoc::load(&new)?;
+            let d = pgssl::diff::diff(&old, &new);
+            print!("{}", d.text());
+            Ok(i32::from(d.regressed()))
+        })()
+        .map_err(Infra),
+        Command::Merge { results, output } => (|| -> Result<i32> {
+            let docs = results
+                .iter()
+                .map(|p| Ok((p.clone(), pgssl::results::ResultsDoc::load(p)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let doc = pgssl::results::merge(docs, true)?;
+            doc.write(&output)?;
+            eprintln!(
+                "pgssl merge: {} results from {} files into {}",
+                doc.results.len(),
+                results.len(),
+                output.display()
+            );
+            Ok(0)
+        })()
+        .map_err(Infra),
         Command::List { scenarios } => load(&scenarios).map_err(Infra).map(|all| {
             for s in &all {
                 if s.startup.as_ref().is_some_and(|e| e.fails) {
@@ -496,7 +702,7 @@ fn main() {
         Command::Matrix {
             config,
             recipes,
-            json,
+            out,
             all,
             filter,
             jobs,
@@ -505,7 +711,7 @@ fn main() {
         } => matrix(MatrixArgs {
             config,
             recipes,
-            json,
+            out,
             all,
             filter,
             jobs,

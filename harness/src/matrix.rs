@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 /// What the matrix runs: the cross product of server builds and client stacks.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixConfig {
     /// `--server` specs: `local` or a server build with an image under ci/images/.
@@ -36,31 +36,30 @@ pub struct MatrixResult {
     pub result: CaseResult,
 }
 
+/// Read back from the flattened form it is written in (serde's `flatten` cannot read the
+/// `u128` millis, so the server spec is taken out by hand).
+impl<'de> Deserialize<'de> for MatrixResult {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut v = serde_json::Value::deserialize(d)?;
+        let server = v
+            .as_object_mut()
+            .and_then(|m| m.remove("server"))
+            .and_then(|s| s.as_str().map(str::to_string))
+            .ok_or_else(|| D::Error::custom("a result without \"server\""))?;
+        let result = serde_json::from_value(v).map_err(D::Error::custom)?;
+        Ok(MatrixResult { server, result })
+    }
+}
+
 impl MatrixResult {
     pub fn backend(&self) -> String {
         format!("{}@{}", self.result.client, self.server)
     }
 }
 
-/// The whole run, as written to JSON.
-#[derive(Debug, Serialize)]
-pub struct MatrixReport<'a> {
-    pub config: &'a MatrixConfig,
-    pub backends: Vec<String>,
-    pub passed: usize,
-    pub failed: usize,
-    pub errors: usize,
-    pub wall_millis: u128,
-    pub results: &'a [MatrixResult],
-}
-
 fn cell(r: &CaseResult) -> char {
-    match (&r.verdict, &r.override_reason) {
-        (Verdict::Pass, None) => '.',
-        (Verdict::Pass, Some(_)) => 'o',
-        (Verdict::Fail(_), _) => 'F',
-        (Verdict::Error(_), _) => 'E',
-    }
+    crate::results::Status::of(r).symbol()
 }
 
 /// Backend labels in matrix order (servers outer, clients inner).

@@ -10,14 +10,14 @@ use crate::runtime::{LogSource, Runtime, Server, ServerSetup};
 use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE, SOCKET_HOST};
 use crate::scenario::{Expect, Scenario, ServerEventExpect};
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// The verdict on one (case, backend) pair.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", tag = "verdict", content = "why")]
 pub enum Verdict {
     Pass,
@@ -28,7 +28,7 @@ pub enum Verdict {
 }
 
 /// One finished (case, backend) pair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseResult {
     pub case: String,
     pub client: String,

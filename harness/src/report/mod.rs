@@ -1,7 +1,11 @@
-//! Reporters: sinks on the runner's event stream. One trait, one file per format.
+//! Reporters: sinks on the runner's event stream, one trait, one file per format; and the
+//! documents made from finished results (JUnit XML, the HTML matrix).
 
+pub mod html;
 mod human;
 mod json;
+pub mod junit;
+mod progress;
 mod tap;
 
 pub use human::HumanReporter;

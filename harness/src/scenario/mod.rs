@@ -253,7 +253,12 @@ pub struct SessionExpect {
 /// of its first row as text (`returns`), SQL NULL or no row (`null = true`), or an error
 /// with this SQLSTATE (`error`). Exactly one of the three.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, try_from = "QueryExpectDef")]
+// Written back (results JSON) in the form it is read, so results files read back.
+#[serde(
+    deny_unknown_fields,
+    try_from = "QueryExpectDef",
+    into = "QueryExpectDef"
+)]
 pub struct QueryExpect {
     pub sql: String,
     pub result: QueryResult,
@@ -297,18 +302,36 @@ impl std::fmt::Display for QueryResult {
 }
 
 /// A query expectation as written.
-#[derive(Deserialize, JsonSchema)]
+#[derive(Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct QueryExpectDef {
     /// One SQL statement; its first column of its first row is compared.
     sql: String,
     /// The value, as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
     returns: Option<String>,
     /// `true`: the value is SQL NULL (or there is no row).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     null: bool,
     /// The SQLSTATE of the error the statement must raise, e.g. `22023`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+impl From<QueryExpect> for QueryExpectDef {
+    fn from(q: QueryExpect) -> Self {
+        let (returns, null, error) = match q.result {
+            QueryResult::Returns(v) => (Some(v), false, None),
+            QueryResult::Null => (None, true, None),
+            QueryResult::Error(code) => (None, false, Some(code)),
+        };
+        QueryExpectDef {
+            sql: q.sql,
+            returns,
+            null,
+            error,
+        }
+    }
 }
 
 impl TryFrom<QueryExpectDef> for QueryExpect {
