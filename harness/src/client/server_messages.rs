@@ -3,9 +3,14 @@
 
 use crate::error_class::ErrorClass;
 
-/// Classifies a message the server sent (or that quotes one). `None` when it is not one.
-pub fn classify(msg: &str) -> Option<ErrorClass> {
-    const TABLE: &[(&str, ErrorClass)] = &[
+/// The classes [`classify`] can give.
+pub fn classes() -> Vec<ErrorClass> {
+    let mut out: Vec<ErrorClass> = TABLE.iter().map(|(_, c)| *c).collect();
+    out.push(ErrorClass::SslRequired);
+    out
+}
+
+const TABLE: &[(&str, ErrorClass)] = &[
         (
             "connection requires a valid client certificate",
             ErrorClass::ClientCertRequired,
@@ -29,7 +34,10 @@ pub fn classify(msg: &str) -> Option<ErrorClass> {
         ),
         ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
         ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
-    ];
+];
+
+/// Classifies a message the server sent (or that quotes one). `None` when it is not one.
+pub fn classify(msg: &str) -> Option<ErrorClass> {
     let (_, class) = TABLE.iter().find(|(needle, _)| msg.contains(needle))?;
     // A hostssl-only pg_hba.conf turns unencrypted connections away with this suffix
     // (PostgreSQL 14+; 13 and older say "SSL off").
