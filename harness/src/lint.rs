@@ -204,35 +204,45 @@ pub fn failures_in_results(json: &serde_json::Value) -> Vec<(String, String)> {
 }
 
 /// Error-table findings for every stack folder with an `errors.toml`:
-/// - classes some case expects (canonically) that neither the server's messages nor any row
-///   of the stack's table can produce: the stack can never pass those cases (findings);
+/// - classes that cases expect of one of the `backends` of that stack (the expectation that
+///   applies to it, overrides included) which neither the server's messages nor any row of the
+///   stack's table can produce: the stack can never pass those cases (findings);
 /// - with `failures` (from results files), message rows that no failure of the stack hit,
 ///   after the server's messages took theirs (notes: `unmatched`, not counted as findings,
 ///   since one run does not meet every library version a row is for).
 pub fn error_table_findings(
     scenarios: &[Scenario],
+    backends: &[BackendFacts],
     stacks: &crate::client::Stacks,
     failures: Option<&[(String, String)]>,
 ) -> Vec<Finding> {
     use crate::client::error_table::Pattern;
     use crate::error_class::ErrorClass;
     use crate::scenario::Expect;
-    let mut expected: Vec<(ErrorClass, &str)> = Vec::new();
-    for s in scenarios {
-        for c in &s.cases {
-            if let Expect::Failed(class) = c.expect {
-                if !expected.iter().any(|(e, _)| *e == class) {
-                    expected.push((class, &c.id));
+    let expected_of = |stack: &str| {
+        let mut out: Vec<(ErrorClass, String)> = Vec::new();
+        for b in backends
+            .iter()
+            .filter(|b| b.client.name.split(':').next() == Some(stack))
+        {
+            for c in scenarios.iter().flat_map(|s| &s.cases) {
+                if let Expect::Failed(class) = c.expectation_for(b).expect {
+                    if !out.iter().any(|(e, _)| e == class) {
+                        out.push((*class, c.id.clone()));
+                    }
                 }
             }
         }
-    }
+        out
+    };
     let server = crate::client::server_messages::classes();
     let mut out = Vec::new();
     for folder in stacks.folders.values() {
-        let Some(table) = &folder.errors else { continue };
+        let Some(table) = &folder.errors else {
+            continue;
+        };
         let file = folder.dir.join("errors.toml").display().to_string();
-        for (class, case) in &expected {
+        for (class, case) in &expected_of(&folder.name) {
             // `timeout` is the harness's own verdict on any stack.
             if *class == ErrorClass::Timeout
                 || server.contains(class)
@@ -259,9 +269,11 @@ pub fn error_table_findings(
             .collect();
         let mut hits = vec![0usize; table.rows.len()];
         for raw in &mine {
-            if let Some(i) = table.rows.iter().position(|r| {
-                matches!(&r.pattern, Pattern::Message(m) if raw.contains(m.as_str()))
-            }) {
+            if let Some(i) = table
+                .rows
+                .iter()
+                .position(|r| matches!(&r.pattern, Pattern::Message(m) if raw.contains(m.as_str())))
+            {
                 hits[i] += 1;
             }
         }

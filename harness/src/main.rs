@@ -441,6 +441,7 @@ fn lint(
     }
     let (unhit, table_findings): (Vec<_>, Vec<_>) = pgssl::lint::error_table_findings(
         &scenarios,
+        &backends,
         &stacks,
         (!results.is_empty()).then_some(failures.as_slice()),
     )
@@ -451,7 +452,9 @@ fn lint(
         eprintln!("note: {f}");
     }
     if results.is_empty() {
-        eprintln!("pgssl lint: no results file given, so error-table rows were not counted (--results)");
+        eprintln!(
+            "pgssl lint: no results file given, so error-table rows were not counted (--results)"
+        );
     }
     // Coverage currency needs the whole catalogue.
     let coverage = "docs/coverage.md";

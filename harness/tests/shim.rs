@@ -91,19 +91,41 @@ fn a_hanging_shim_times_out_and_is_restarted() {
     });
     for o in [a, b] {
         assert!(
-            matches!(o, Ok(Outcome::Failed { class: ErrorClass::Timeout, .. })),
+            matches!(
+                o,
+                Ok(Outcome::Failed {
+                    class: ErrorClass::Timeout,
+                    ..
+                })
+            ),
             "{o:?}"
         );
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let gone = Instant::now();
     while pgssl::cleanup::alive(first) && gone.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!pgssl::cleanup::alive(first), "the hung shim {first} was not killed");
+    assert!(
+        !pgssl::cleanup::alive(first),
+        "the hung shim {first} was not killed"
+    );
     // The next attempt gets a fresh process.
     let o = rt.block_on(attempt(&client, request(Duration::from_millis(500))));
-    assert!(matches!(o, Ok(Outcome::Failed { class: ErrorClass::Timeout, .. })), "{o:?}");
+    assert!(
+        matches!(
+            o,
+            Ok(Outcome::Failed {
+                class: ErrorClass::Timeout,
+                ..
+            })
+        ),
+        "{o:?}"
+    );
     drop(client);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());
@@ -115,7 +137,9 @@ fn a_shim_that_exits_mid_attempt_is_a_harness_error_with_its_stderr() {
     stack(
         tmp.path(),
         "quitter",
-        &format!("{HELLO}sys.stdin.readline()\nsys.stderr.write('segfault, sort of\\n')\nsys.exit(3)\n"),
+        &format!(
+            "{HELLO}sys.stdin.readline()\nsys.stderr.write('segfault, sort of\\n')\nsys.exit(3)\n"
+        ),
         "",
     );
     let rt = tokio::runtime::Runtime::new().unwrap();

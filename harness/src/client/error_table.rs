@@ -1,7 +1,8 @@
 //! `errors.toml`: a stack's native errors as data. Ordered rows, each a pattern on the raw
 //! message (a substring) or on the native code (equal), mapped to an error class; the first row
-//! that matches wins, and a message no row matches stays `unclassified`. `include` appends the
-//! rows of other tables (after this file's own), so stacks over the same library share one.
+//! that matches wins, and a message no row matches stays `unclassified`. `include` puts the
+//! rows of other tables first, so stacks over the same library share one table and add, after
+//! it, only what they say differently.
 
 use crate::error_class::ErrorClass;
 use crate::scenario::load::{line_of, parse_toml, LoadError};
@@ -12,7 +13,7 @@ use toml::Spanned;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    /// Other tables, relative to this file; their rows come after this file's rows.
+    /// Other tables, relative to this file; their rows come before this file's rows.
     #[serde(default)]
     include: Vec<Spanned<String>>,
     #[serde(default)]
@@ -93,9 +94,19 @@ fn load_into(path: &Path, seen: &mut Vec<PathBuf>, rows: &mut Vec<Row>) -> Resul
         return Err(located(None, "included twice (an include cycle?)".into()));
     }
     seen.push(canonical);
-    let source = std::fs::read_to_string(path)
-        .map_err(|e| located(None, format!("cannot read: {e}")))?;
+    let source =
+        std::fs::read_to_string(path).map_err(|e| located(None, format!("cannot read: {e}")))?;
     let file: File = parse_toml(path, &source)?;
+    for inc in &file.include {
+        let target = path.parent().unwrap_or(Path::new(".")).join(inc.get_ref());
+        if !target.is_file() {
+            return Err(located(
+                Some(line_of(&source, inc.span().start)),
+                format!("include {:?}: no such file", inc.get_ref()),
+            ));
+        }
+        load_into(&target, seen, rows)?;
+    }
     for row in &file.error {
         let line = line_of(&source, row.span().start);
         let row = row.get_ref();
@@ -116,19 +127,6 @@ fn load_into(path: &Path, seen: &mut Vec<PathBuf>, rows: &mut Vec<Row>) -> Resul
             class: row.class,
         });
     }
-    for inc in &file.include {
-        let target = path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(inc.get_ref());
-        if !target.is_file() {
-            return Err(located(
-                Some(line_of(&source, inc.span().start)),
-                format!("include {:?}: no such file", inc.get_ref()),
-            ));
-        }
-        load_into(&target, seen, rows)?;
-    }
     Ok(())
 }
 
@@ -143,7 +141,7 @@ mod tests {
     }
 
     #[test]
-    fn own_rows_first_then_includes_and_codes() {
+    fn includes_first_then_own_rows_and_codes() {
         let dir = tempfile::tempdir().unwrap();
         write(
             dir.path(),
@@ -159,11 +157,18 @@ mod tests {
         assert_eq!(t.rows.len(), 3);
         assert_eq!(
             t.class_of("x: certificate verify failed", None),
+            ErrorClass::ServerCertUntrusted
+        );
+        assert_eq!(
+            t.class_of("verify failed", None),
             ErrorClass::HostnameMismatch
         );
-        assert_eq!(t.class_of("anything", Some("28000")), ErrorClass::AuthFailed);
+        assert_eq!(
+            t.class_of("anything", Some("28000")),
+            ErrorClass::AuthFailed
+        );
         assert_eq!(t.class_of("anything", None), ErrorClass::Unclassified);
-        assert_eq!(t.rows[2].line, 1 + 1);
+        assert_eq!(t.rows[2].line, 5);
     }
 
     #[test]
@@ -182,8 +187,14 @@ mod tests {
             "[[error]]\nmessage = \"a\"\nclass = \"no_such_class\"\n",
         );
         let e = ErrorTable::load(&p).unwrap_err().to_string();
-        assert!(e.contains("f.toml:3:") && e.contains("server_cert_untrusted"), "{e}");
+        assert!(
+            e.contains("f.toml:3:") && e.contains("server_cert_untrusted"),
+            "{e}"
+        );
         let p = write(dir.path(), "g.toml", "include = [\"g.toml\"]\n");
-        assert!(ErrorTable::load(&p).unwrap_err().to_string().contains("cycle"));
+        assert!(ErrorTable::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("cycle"));
     }
 }

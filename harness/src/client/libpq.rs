@@ -239,7 +239,9 @@ fn connect_blocking(request: &ConnectRequest, errors: Arc<ErrorTable>) -> Outcom
         // SAFETY: valid conn.
         match unsafe { pq::PQconnectPoll(conn.0) } {
             pq::PostgresPollingStatusType::PGRES_POLLING_OK => break,
-            pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => return conn.failed(&conn.error()),
+            pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => {
+                return conn.failed(&conn.error())
+            }
             pq::PostgresPollingStatusType::PGRES_POLLING_READING => write = false,
             _ => write = true,
         }

@@ -30,7 +30,6 @@ use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
 use crate::outcome::Outcome;
 use futures_util::future::BoxFuture;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// One resolved connection attempt: libpq keywords with PKI names already turned into paths.
@@ -98,14 +97,13 @@ pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Resul
     if client.owns_deadline() {
         return client.try_connect(request).await;
     }
-    let attempt: BoxFuture<'static, Result<Outcome, String>> = if !request.env.is_empty()
-        && client.in_process()
-    {
-        let name = client.facts().name.clone();
-        Box::pin(async move { Ok(isolated::attempt(name, request).await) })
-    } else {
-        client.try_connect(request)
-    };
+    let attempt: BoxFuture<'static, Result<Outcome, String>> =
+        if !request.env.is_empty() && client.in_process() {
+            let name = client.facts().name.clone();
+            Box::pin(async move { Ok(isolated::attempt(name, request).await) })
+        } else {
+            client.try_connect(request)
+        };
     match tokio::time::timeout(limit, attempt).await {
         Ok(outcome) => outcome,
         Err(_) => Ok(Outcome::failed(

@@ -234,6 +234,10 @@ fn load_folder(dir: &Path) -> Result<StackFolder, LoadError> {
     if name.contains(':') || name.is_empty() {
         return Err(whole("a stack folder's name may not contain ':'"));
     }
+    // Absolute: a shim runs in its folder, and its relative arguments resolve against it.
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| whole(&format!("cannot resolve the folder: {e}")))?;
     let errors_path = dir.join("errors.toml");
     let errors = if errors_path.is_file() {
         Some(ErrorTable::load(&errors_path)?)
@@ -242,7 +246,7 @@ fn load_folder(dir: &Path) -> Result<StackFolder, LoadError> {
     };
     Ok(StackFolder {
         name,
-        dir: dir.to_path_buf(),
+        dir,
         spec,
         errors,
     })
@@ -269,13 +273,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().join("odd");
         std::fs::create_dir(&s).unwrap();
-        std::fs::write(s.join("stack.toml"), "builtin = \"libpq\"\nmax_in_flight = \"x\"\n")
-            .unwrap();
+        std::fs::write(
+            s.join("stack.toml"),
+            "builtin = \"libpq\"\nmax_in_flight = \"x\"\n",
+        )
+        .unwrap();
         let e = Stacks::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("odd/stack.toml:2:"), "{e}");
         std::fs::write(s.join("stack.toml"), "builtin = \"psql\"\n").unwrap();
         let e = Stacks::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("stack.toml:1:") && e.contains("native-tls"), "{e}");
+        assert!(
+            e.contains("stack.toml:1:") && e.contains("native-tls"),
+            "{e}"
+        );
         std::fs::write(s.join("stack.toml"), "builtin = \"libpq\"\n").unwrap();
         std::fs::write(s.join("errors.toml"), "[[error]]\nmessage = 3\n").unwrap();
         let e = Stacks::load(dir.path()).unwrap_err().to_string();

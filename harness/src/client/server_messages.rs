@@ -11,29 +11,29 @@ pub fn classes() -> Vec<ErrorClass> {
 }
 
 const TABLE: &[(&str, ErrorClass)] = &[
-        (
-            "connection requires a valid client certificate",
-            ErrorClass::ClientCertRequired,
-        ),
-        (
-            "certificate authentication failed for user",
-            ErrorClass::CertAuthFailed,
-        ),
-        (
-            "certificate validation (clientcert=verify-full) failed",
-            ErrorClass::CertAuthFailed,
-        ),
-        // trust only fails through clientcert=verify-full: the certificate named another user.
-        (
-            "\"trust\" authentication failed for user",
-            ErrorClass::CertAuthFailed,
-        ),
-        (
-            "password authentication failed for user",
-            ErrorClass::AuthFailed,
-        ),
-        ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
-        ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
+    (
+        "connection requires a valid client certificate",
+        ErrorClass::ClientCertRequired,
+    ),
+    (
+        "certificate authentication failed for user",
+        ErrorClass::CertAuthFailed,
+    ),
+    (
+        "certificate validation (clientcert=verify-full) failed",
+        ErrorClass::CertAuthFailed,
+    ),
+    // trust only fails through clientcert=verify-full: the certificate named another user.
+    (
+        "\"trust\" authentication failed for user",
+        ErrorClass::CertAuthFailed,
+    ),
+    (
+        "password authentication failed for user",
+        ErrorClass::AuthFailed,
+    ),
+    ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
+    ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
 ];
 
 /// Classifies a message the server sent (or that quotes one). `None` when it is not one.

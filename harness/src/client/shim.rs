@@ -83,9 +83,10 @@ impl Shim {
             let (label, value) = match fact {
                 Fact::TlsLibrary => ("tls_library", hello.tls_library.as_str()),
                 Fact::TlsVersion => ("tls_version", hello.tls_version.as_str()),
-                Fact::LibpqVersion => {
-                    ("libpq_version", hello.libpq_version.as_deref().unwrap_or(""))
-                }
+                Fact::LibpqVersion => (
+                    "libpq_version",
+                    hello.libpq_version.as_deref().unwrap_or(""),
+                ),
             };
             if value.is_empty() {
                 missing.push(label);
@@ -257,7 +258,10 @@ fn finish(spec: &ShimSpec, ended: Ended) -> Result<Outcome, String> {
             ErrorClass::Timeout,
             format!("client stack {} gave no reply in time", spec.name),
         )),
-        Ended::Killed => Err(format!("client stack {}: its process was killed", spec.name)),
+        Ended::Killed => Err(format!(
+            "client stack {}: its process was killed",
+            spec.name
+        )),
         Ended::Crashed(why) => Err(why),
     }
 }
@@ -325,7 +329,11 @@ impl Process {
                 spec.name,
                 spec.command,
                 spec.dir.display(),
-                if spec.install.is_empty() { "see its stack.toml" } else { &spec.install }
+                if spec.install.is_empty() {
+                    "see its stack.toml"
+                } else {
+                    &spec.install
+                }
             )
         })?;
         let pid = child.id() as i32;
@@ -402,7 +410,9 @@ impl Process {
         text.push('\n');
         // A failed write means the process is gone; the reader thread reports how.
         if let Ok(mut stdin) = self.stdin.lock() {
-            let _ = stdin.write_all(text.as_bytes()).and_then(|()| stdin.flush());
+            let _ = stdin
+                .write_all(text.as_bytes())
+                .and_then(|()| stdin.flush());
         }
         match tokio::time::timeout(deadline, rx).await {
             Ok(Ok(ended)) => ended,
@@ -419,7 +429,11 @@ impl Process {
     /// Kills the process group; waiting attempts learn `Killed` from the reader thread.
     fn kill(&self) {
         if !self.killed.swap(true, Ordering::SeqCst) {
-            let ended = self.pending.lock().map(|p| p.ended.is_some()).unwrap_or(true);
+            let ended = self
+                .pending
+                .lock()
+                .map(|p| p.ended.is_some())
+                .unwrap_or(true);
             if !ended {
                 // SAFETY: signalling the process group of a child we started (setsid).
                 unsafe { libc::kill(-self.pid, libc::SIGKILL) };
@@ -481,7 +495,10 @@ fn read_replies(
                 let _ = tx.send(Ok(h));
             }
             (Ok(Line::Reply(r)), None) => {
-                let waiter = pending.lock().ok().and_then(|mut p| p.waiters.remove(&r.id));
+                let waiter = pending
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.waiters.remove(&r.id));
                 if let Some(w) = waiter {
                     let _ = w.send(Ended::Replied(r.result));
                 }
@@ -509,10 +526,17 @@ fn read_replies(
     let ended = if killed.load(Ordering::SeqCst) {
         Ended::Killed
     } else {
-        let stderr = tail.lock().map(|t| t.trim().to_string()).unwrap_or_default();
+        let stderr = tail
+            .lock()
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default();
         Ended::Crashed(format!(
             "client stack {name}: its shim {trouble} ({status}); its stderr ends: {}",
-            if stderr.is_empty() { "(nothing)" } else { &stderr }
+            if stderr.is_empty() {
+                "(nothing)"
+            } else {
+                &stderr
+            }
         ))
     };
     if let Some(tx) = hello_tx {
