@@ -2,7 +2,7 @@
 //! scenario; shims that hang, exit mid-attempt or print garbage end as `timeout` or as a
 //! harness error naming the stack, and leave no process behind.
 
-use pgssl::client::{attempt, ClientStack, ConnectRequest, Shim, Stacks};
+use pgssl::client::{attempt, ConnectRequest, Shim, Stacks};
 use pgssl::error_class::ErrorClass;
 use pgssl::outcome::Outcome;
 use std::path::{Path, PathBuf};
