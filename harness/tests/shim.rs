@@ -43,6 +43,25 @@ fn processes_under(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// `pgssl run --stacks <stacks> ARGS scenarios/hostname-single-alt-name.toml` from the
+/// repository: its exit status and everything it printed.
+fn run(stacks: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pgssl"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["run", "--stacks"])
+        .arg(stacks)
+        .args(args)
+        .arg("scenarios/hostname-single-alt-name.toml")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), all)
+}
+
 fn request(timeout: Duration) -> ConnectRequest {
     ConnectRequest {
         params: vec![("host".into(), "127.0.0.1".into())],
@@ -168,21 +187,8 @@ fn a_shim_printing_garbage_ends_the_run_with_exit_2() {
         &format!("{HELLO}sys.stdin.readline()\nprint('Connecting to the database...', flush=True)\nimport time; time.sleep(3600)\n"),
         "",
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(env!("CARGO_BIN_EXE_pgssl"))
-        .current_dir(&root)
-        .args(["run", "--stacks"])
-        .arg(tmp.path())
-        .args(["--client", "chatty", "--filter", "wronghost"])
-        .arg("scenarios/hostname-single-alt-name.toml")
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    let (code, all) = run(tmp.path(), &["--client", "chatty", "--filter", "wronghost"]);
+    assert_eq!(code, Some(2), "{all}");
     assert!(
         all.contains("client stack chatty") && all.contains("Connecting to the database"),
         "{all}"
@@ -224,20 +230,8 @@ for line in sys.stdin:
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pgssl"))
-        .current_dir(&repo)
-        .args(["run", "--verbose", "--stacks"])
-        .arg(tmp.path())
-        .args(["--client", "mini"])
-        .arg("scenarios/hostname-single-alt-name.toml")
-        .output()
-        .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    let (code, all) = run(tmp.path(), &["--verbose", "--client", "mini"]);
+    assert_eq!(code, Some(0), "{all}");
     assert!(all.contains("[mini@local]"), "{all}");
     assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());
 }
