@@ -105,6 +105,7 @@ fn load_into(path: &Path, seen: &mut Vec<PathBuf>, rows: &mut Vec<Row>) -> Resul
                 format!("include {:?}: no such file", inc.get_ref()),
             ));
         }
+        let target = target.canonicalize().unwrap_or(target);
         load_into(&target, seen, rows)?;
     }
     for row in &file.error {
