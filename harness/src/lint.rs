@@ -176,3 +176,126 @@ pub fn coverage_gaps(scenarios: &[Scenario], doc_path: &str, doc: &str) -> Vec<F
     }
     out
 }
+
+/// Failures in results files (`pgssl run --json`, `pgssl matrix --json`): (client, raw message).
+/// Both formats are walked the same way: every object with a `client` and a failed `outcome`.
+pub fn failures_in_results(json: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![json];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => stack.extend(items.iter()),
+            serde_json::Value::Object(map) => {
+                let client = map.get("client").and_then(|c| c.as_str());
+                let raw = map
+                    .get("outcome")
+                    .and_then(|o| o.get("failed"))
+                    .and_then(|f| f.get("raw"))
+                    .and_then(|r| r.as_str());
+                if let (Some(client), Some(raw)) = (client, raw) {
+                    out.push((client.to_string(), raw.to_string()));
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Error-table findings for every stack folder with an `errors.toml`:
+/// - classes that cases expect of one of the `backends` of that stack (the expectation that
+///   applies to it, overrides included) which neither the server's messages nor any row of the
+///   stack's table can produce: the stack can never pass those cases (findings);
+/// - with `failures` (from results files), message rows that no failure of the stack hit,
+///   after the server's messages took theirs (notes: `unmatched`, not counted as findings,
+///   since one run does not meet every library version a row is for).
+pub fn error_table_findings(
+    scenarios: &[Scenario],
+    backends: &[BackendFacts],
+    stacks: &crate::client::Stacks,
+    failures: Option<&[(String, String)]>,
+) -> Vec<Finding> {
+    use crate::client::error_table::Pattern;
+    use crate::error_class::ErrorClass;
+    use crate::scenario::Expect;
+    let expected_of = |stack: &str| {
+        let mut out: Vec<(ErrorClass, String)> = Vec::new();
+        for b in backends
+            .iter()
+            .filter(|b| b.client.name.split(':').next() == Some(stack))
+        {
+            for c in scenarios.iter().flat_map(|s| &s.cases) {
+                if let Expect::Failed(class) = c.expectation_for(b).expect {
+                    if !out.iter().any(|(e, _)| e == class) {
+                        out.push((*class, c.id.clone()));
+                    }
+                }
+            }
+        }
+        out
+    };
+    let server = crate::client::server_messages::classes();
+    let mut out = Vec::new();
+    for folder in stacks.folders.values() {
+        let Some(table) = &folder.errors else {
+            continue;
+        };
+        let file = folder.dir.join("errors.toml").display().to_string();
+        for (class, case) in &expected_of(&folder.name) {
+            // `timeout` is the harness's own verdict on any stack.
+            if *class == ErrorClass::Timeout
+                || server.contains(class)
+                || table.rows.iter().any(|r| r.class == *class)
+            {
+                continue;
+            }
+            out.push(Finding {
+                file: file.clone(),
+                line: 0,
+                message: format!(
+                    "no row produces `{class}`, which cases expect (e.g. {case}): stack {} cannot pass them",
+                    folder.name
+                ),
+                unmatched: false,
+            });
+        }
+        let Some(failures) = failures else { continue };
+        let mine: Vec<&str> = failures
+            .iter()
+            .filter(|(client, _)| client.split(':').next() == Some(folder.name.as_str()))
+            .map(|(_, raw)| raw.as_str())
+            .filter(|raw| crate::client::server_messages::classify(raw).is_none())
+            .collect();
+        let mut hits = vec![0usize; table.rows.len()];
+        for raw in &mine {
+            if let Some(i) = table
+                .rows
+                .iter()
+                .position(|r| matches!(&r.pattern, Pattern::Message(m) if raw.contains(m.as_str())))
+            {
+                hits[i] += 1;
+            }
+        }
+        for (row, n) in table.rows.iter().zip(&hits) {
+            if *n == 0 {
+                let what = match &row.pattern {
+                    Pattern::Message(m) => format!("message {m:?}"),
+                    Pattern::Code(c) => format!("code {c:?} (codes are not in results files)"),
+                };
+                out.push(Finding {
+                    file: row.file.display().to_string(),
+                    line: row.line,
+                    message: format!(
+                        "row {what} -> {} was hit by none of {} failures of stack {}",
+                        row.class,
+                        mine.len(),
+                        folder.name
+                    ),
+                    unmatched: true,
+                });
+            }
+        }
+    }
+    out
+}

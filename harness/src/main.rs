@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use pgssl::client::{client_by_name, ClientStack, CLIENT_NAMES};
+use pgssl::client::{ClientStack, Stacks};
 use pgssl::facts::BackendFacts;
 use pgssl::matrix::MatrixResult;
 use pgssl::report::{Fanout, HumanReporter, JsonReporter, Reporter, TapReporter};
@@ -61,6 +61,11 @@ enum Command {
         /// backend there matches it either.
         #[arg(long)]
         matrix: Option<PathBuf>,
+        /// Results of earlier runs (`run --json`, `matrix --json`) to count which rows of the
+        /// stacks' errors.toml were hit (default: target/pgssl-results.json and
+        /// target/pgssl-matrix.json, where they exist).
+        #[arg(long)]
+        results: Vec<PathBuf>,
     },
     /// Server builds as container images (built offline from Debian's packages).
     Images {
@@ -73,6 +78,9 @@ enum Command {
         /// The matrix: server builds and client stacks.
         #[arg(long, default_value = "ci/matrix.toml")]
         config: PathBuf,
+        /// The stacks directory: one folder per client stack.
+        #[arg(long, env = "PGSSL_STACKS", default_value = "stacks")]
+        stacks: PathBuf,
         /// Image recipes, for images that do not exist yet.
         #[arg(long, default_value = "ci/images")]
         recipes: PathBuf,
@@ -156,9 +164,13 @@ struct Selection {
         value_delimiter = ','
     )]
     servers: Vec<String>,
-    /// Client stack(s) to connect with (default: all).
+    /// Client stack(s) to connect with: a folder of the stacks directory, or NAME:<server
+    /// build> (default: the stacks marked `default`).
     #[arg(long = "client", env = "PGSSL_CLIENT", value_delimiter = ',')]
     clients: Vec<String>,
+    /// The stacks directory: one folder per client stack (stack.toml, errors.toml).
+    #[arg(long, env = "PGSSL_STACKS", default_value = "stacks")]
+    stacks: PathBuf,
     /// Directory of the PostgreSQL binaries for the local runtime.
     #[arg(long, env = "PGSSL_PG_BINDIR")]
     pg_bindir: Option<PathBuf>,
@@ -265,13 +277,13 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>> {
     Ok(load_scenarios(&paths)?)
 }
 
-fn clients(names: &[String]) -> Result<Vec<Arc<dyn ClientStack>>> {
+fn clients(stacks: &Stacks, names: &[String]) -> Result<Vec<Arc<dyn ClientStack>>> {
     let names: Vec<String> = if names.is_empty() {
-        CLIENT_NAMES.iter().map(|s| s.to_string()).collect()
+        stacks.default_names()
     } else {
         names.to_vec()
     };
-    names.iter().map(|n| client_by_name(n)).collect()
+    names.iter().map(|n| stacks.client(n)).collect()
 }
 
 /// Keeps the caller's libpq environment (PGHOST, PGSSLMODE, ...), trust store variables and
@@ -318,7 +330,8 @@ fn run_plan(
 ) -> Result<(i32, Vec<MatrixResult>), Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     check_selection(&scenarios, filter.as_deref())?;
-    let clients = clients(&sel.clients).map_err(Infra)?;
+    let stacks = Stacks::load(&sel.stacks).map_err(|e| Infra(e.into()))?;
+    let clients = clients(&stacks, &sel.clients).map_err(Infra)?;
     let mut rows = Vec::new();
     let reaped = pgssl::cleanup::reap_stale();
     if reaped > 0 {
@@ -375,7 +388,10 @@ fn run(
         Some(_) => {
             let scenarios = load(&sel.scenarios).map_err(Infra)?;
             let clients = if sel.clients.is_empty() {
-                CLIENT_NAMES.len()
+                Stacks::load(&sel.stacks)
+                    .map_err(|e| Infra(e.into()))?
+                    .default_names()
+                    .len()
             } else {
                 sel.clients.len()
             };
@@ -396,6 +412,7 @@ fn run(
 
 struct MatrixArgs {
     config: PathBuf,
+    stacks: PathBuf,
     recipes: PathBuf,
     out: Outputs,
     all: bool,
@@ -409,6 +426,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     use pgssl::matrix::MatrixConfig;
     let started = std::time::Instant::now();
     let config = MatrixConfig::load(&a.config).map_err(Infra)?;
+    let stacks = Stacks::load(&a.stacks).map_err(|e| Infra(e.into()))?;
     let scenarios = load(&a.scenarios).map_err(Infra)?;
     check_selection(&scenarios, a.filter.as_deref())?;
     let case_order: Vec<String> = scenarios
@@ -436,7 +454,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         .cloned()
         .collect();
     for c in &config.clients {
-        if let Some(b) = pgssl::client::container_build(c) {
+        if let Some(b) = stacks.container_build(c) {
             if !builds.iter().any(|x| x == b) {
                 builds.push(b.to_string());
             }
@@ -446,7 +464,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         pgssl::images::build(&a.recipes, &builds).map_err(Infra)?;
     }
     let images_done = started.elapsed();
-    let clients = clients(&config.clients).map_err(Infra)?;
+    let clients = clients(&stacks, &config.clients).map_err(Infra)?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| Infra(e.into()))?;
     let mut plans = Vec::new();
     for spec in &config.servers {
@@ -550,7 +568,12 @@ fn report(results: &[PathBuf], html: &std::path::Path, diff: Option<&PathBuf>) -
     Ok(0)
 }
 
-fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i32, Infra> {
+fn lint(
+    sel: &Selection,
+    write_docs: bool,
+    matrix: Option<PathBuf>,
+    results: Vec<PathBuf>,
+) -> Result<i32, Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
     if write_docs {
         let write = |path: &str, body: String| {
@@ -569,8 +592,14 @@ fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i3
         )
         .map_err(Infra)?;
         write("docs/schema/pki.schema.json", pgssl::lint::pki_schema()).map_err(Infra)?;
+        write(
+            "docs/schema/attempt.schema.json",
+            pgssl::client::protocol::schema(),
+        )
+        .map_err(Infra)?;
     }
-    let clients = clients(&sel.clients).map_err(Infra)?;
+    let stacks = Stacks::load(&sel.stacks).map_err(|e| Infra(e.into()))?;
+    let clients = clients(&stacks, &sel.clients).map_err(Infra)?;
     let mut backends = Vec::new();
     for spec in &sel.servers {
         let runtime =
@@ -586,7 +615,7 @@ fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i3
     let judged_everywhere = matrix.is_some();
     if let Some(path) = matrix {
         let config = pgssl::matrix::MatrixConfig::load(&path).map_err(Infra)?;
-        let matrix_clients = self::clients(&config.clients).map_err(Infra)?;
+        let matrix_clients = self::clients(&stacks, &config.clients).map_err(Infra)?;
         for spec in &config.servers {
             let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
             let server = runtime.detect_facts().map_err(Infra)?;
@@ -599,6 +628,42 @@ fn lint(sel: &Selection, write_docs: bool, matrix: Option<PathBuf>) -> Result<i3
         }
     }
     let mut findings = pgssl::lint::stale_overrides(&scenarios, &backends);
+    let results = if results.is_empty() {
+        ["target/pgssl-results.json", "target/pgssl-matrix.json"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        results
+    };
+    let mut failures = Vec::new();
+    for path in &results {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .map_err(Infra)?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a results file", path.display()))
+            .map_err(Infra)?;
+        failures.extend(pgssl::lint::failures_in_results(&json));
+    }
+    let (unhit, table_findings): (Vec<_>, Vec<_>) = pgssl::lint::error_table_findings(
+        &scenarios,
+        &backends,
+        &stacks,
+        (!results.is_empty()).then_some(failures.as_slice()),
+    )
+    .into_iter()
+    .partition(|f| f.unmatched);
+    findings.extend(table_findings);
+    for f in &unhit {
+        eprintln!("note: {f}");
+    }
+    if results.is_empty() {
+        eprintln!(
+            "pgssl lint: no results file given, so error-table rows were not counted (--results)"
+        );
+    }
     // Coverage currency needs the whole catalogue.
     let coverage = "docs/coverage.md";
     if sel.scenarios.is_empty() {
@@ -693,7 +758,8 @@ fn main() {
             sel,
             write_docs,
             matrix,
-        } => lint(&sel, write_docs, matrix),
+            results,
+        } => lint(&sel, write_docs, matrix, results),
         Command::Images {
             command: ImagesCommand::Build { recipes, names },
         } => pgssl::images::build(&recipes, &names)
@@ -701,6 +767,7 @@ fn main() {
             .map_err(Infra),
         Command::Matrix {
             config,
+            stacks,
             recipes,
             out,
             all,
@@ -710,6 +777,7 @@ fn main() {
             scenarios,
         } => matrix(MatrixArgs {
             config,
+            stacks,
             recipes,
             out,
             all,

@@ -310,7 +310,22 @@ pub async fn run_case(
     };
     let start = Instant::now();
     let request = connect_request(case, endpoint, pki, timeout, queries);
-    let outcome = attempt(client, request).await;
+    let outcome = match attempt(client, request).await {
+        Ok(outcome) => outcome,
+        // The stack itself broke (a shim crashed or spoke garbage): no verdict on the case.
+        Err(why) => {
+            let mut result = evaluate(
+                case,
+                &client.facts().name,
+                &facts,
+                Outcome::failed(crate::error_class::ErrorClass::Unclassified, why.clone()),
+                start.elapsed().as_millis(),
+            );
+            result.verdict = Verdict::Error(why);
+            result.outcome = None;
+            return result;
+        }
+    };
     let millis = start.elapsed().as_millis();
     let mut result = evaluate(case, &client.facts().name, &facts, outcome, millis);
     if result.verdict == Verdict::Pass && !wanted_log.is_empty() {

@@ -20,7 +20,9 @@ fn wrong_expectations_are_not_ok_and_exit_1() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Every case of the file is wrong for every client stack.
-    let plan = 2 * pgssl::client::CLIENT_NAMES.len();
+    let stacks =
+        pgssl::client::Stacks::load(&pgssl::client::registry::source_stacks_dir()).unwrap();
+    let plan = 2 * stacks.default_names().len();
     assert!(
         stdout.starts_with(&format!("TAP version 14\n1..{plan}\n")),
         "{stdout}"
@@ -125,6 +127,10 @@ fn generated_docs_are_current() {
         (
             "docs/divergences.md",
             pgssl::lint::divergences_doc(&scenarios),
+        ),
+        (
+            "docs/schema/attempt.schema.json",
+            pgssl::client::protocol::schema(),
         ),
     ] {
         let committed = std::fs::read_to_string(root.join(file)).unwrap_or_default();

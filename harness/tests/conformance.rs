@@ -3,7 +3,8 @@
 //! scenario that has a selected trial, and stop when the run ends.
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use pgssl::client::{client_by_name, ClientStack, CLIENT_NAMES};
+use pgssl::client::registry::source_stacks_dir;
+use pgssl::client::{ClientStack, Stacks};
 use pgssl::error_class::ErrorClass;
 use pgssl::facts::ServerFacts;
 use pgssl::pki::PkiDir;
@@ -112,12 +113,19 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let stacks = match Stacks::load(&source_stacks_dir()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
     let names: Vec<String> = std::env::var("PGSSL_CLIENT")
         .map(|v| v.split(',').map(str::to_string).collect())
-        .unwrap_or_else(|_| CLIENT_NAMES.iter().map(|s| s.to_string()).collect());
+        .unwrap_or_else(|_| stacks.default_names());
     let clients: Vec<Arc<dyn ClientStack>> = names
         .iter()
-        .map(|n| client_by_name(n).expect("client stack"))
+        .map(|n| stacks.client(n).expect("client stack"))
         .collect();
     let shared = Arc::new(Shared {
         scenarios,

@@ -1,9 +1,11 @@
 //! A server that stops answering must turn into a `timeout` outcome with every client stack,
 //! no sooner than the deadline and promptly after it: silent from the start, silent after
 //! answering the SSLRequest with `S`, and silent mid-session (after authentication, when the
-//! session query is sent).
+//! session query is sent). The default stacks and a shim (psycopg: the harness kills it at
+//! the deadline).
 
-use pgssl::client::{attempt, client_by_name, ConnectRequest, CLIENT_NAMES};
+use pgssl::client::registry::source_stacks_dir;
+use pgssl::client::{attempt, ConnectRequest, Stacks};
 use pgssl::error_class::ErrorClass;
 use pgssl::outcome::Outcome;
 use std::io::{Read, Write};
@@ -100,8 +102,11 @@ fn pki_dir() -> std::path::PathBuf {
 /// after the deadline and within a second and a half of it.
 fn every_stack_times_out(port: u16, sslmode: &str, extra: &[(&str, String)]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for name in CLIENT_NAMES {
-        let client = client_by_name(name).unwrap();
+    let stacks = Stacks::load(&source_stacks_dir()).unwrap();
+    let mut names = stacks.default_names();
+    names.push("psycopg".into());
+    for name in &names {
+        let client = stacks.client(name).unwrap();
         let request = ConnectRequest {
             params: vec![
                 ("host".into(), "localhost".into()),
@@ -120,7 +125,7 @@ fn every_stack_times_out(port: u16, sslmode: &str, extra: &[(&str, String)]) {
             env: Vec::new(),
         };
         let start = Instant::now();
-        let outcome = rt.block_on(attempt(client.as_ref(), request));
+        let outcome = rt.block_on(attempt(client.as_ref(), request)).unwrap();
         let took = start.elapsed();
         assert!(
             matches!(

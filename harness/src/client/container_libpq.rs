@@ -1,12 +1,14 @@
 //! libpq of a server build, inside a container of that build's image: `psql` through
 //! `docker exec`, so libpq 13, 15, 17 and 18 (with their own OpenSSL) are client stacks too.
-//! Its error texts are libpq's, so the local adapter's `classify` maps them.
+//! Its error texts are libpq's, so the local adapter's `classify` maps them with the same
+//! `stacks/libpq/errors.toml`.
 //!
 //! One long-lived container per stack (host network; the PKI cache bind-mounted read-only at
 //! the same path, so the paths a case names resolve inside it), started when the stack is
 //! built; attempts are `exec`s into it, bounded by `timeout` inside and the core's deadline
 //! outside.
 
+use super::error_table::ErrorTable;
 use super::libpq::{classify, ISOLATION_DEFAULTS};
 use super::{ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
@@ -30,13 +32,15 @@ const EXIT_MARK: &str = "pgssl-exit=";
 
 pub struct ContainerLibpq {
     facts: ClientFacts,
+    errors: Arc<ErrorTable>,
     container: Option<Arc<ContainerAsync<GenericImage>>>,
     _registration: crate::cleanup::Registration,
 }
 
 impl ContainerLibpq {
     /// Starts the client container of `build` and detects its libpq and OpenSSL versions.
-    pub fn new(build: &str) -> Result<Self> {
+    /// `errors`: the libpq stack's `errors.toml`.
+    pub fn new(build: &str, errors: ErrorTable) -> Result<Self> {
         let image = docker::image_for(build)?;
         let pki_root = crate::pki::cache_root();
         std::fs::create_dir_all(&pki_root)?;
@@ -78,6 +82,7 @@ impl ContainerLibpq {
         let libpq_version = version_of(&|p| p == "libpq5");
         let tls_version = version_of(&|p| p.starts_with("libssl") && !p.contains("-dev"));
         Ok(ContainerLibpq {
+            errors: Arc::new(errors),
             facts: ClientFacts {
                 name: format!("{PREFIX}{build}"),
                 tls_library: "openssl".into(),
@@ -160,6 +165,7 @@ impl ClientStack for ContainerLibpq {
             conninfo(&request.params),
         ];
         let c = self.container.clone().expect("container until drop");
+        let errors = self.errors.clone();
         Box::pin(async move {
             let run = docker::run(async move {
                 let mut r = c
@@ -180,7 +186,7 @@ impl ClientStack for ContainerLibpq {
                         Some((rest, code)) => (rest.to_string(), code.trim().parse().ok()),
                         None => (err.to_string(), None),
                     };
-                    outcome(code, &out, err.as_bytes())
+                    outcome(&errors, code, &out, err.as_bytes())
                 }
                 Ok(Err(e)) => {
                     Outcome::failed(ErrorClass::Unclassified, format!("docker exec: {e}"))
@@ -191,7 +197,7 @@ impl ClientStack for ContainerLibpq {
     }
 }
 
-fn outcome(code: Option<i64>, out: &[u8], err: &[u8]) -> Outcome {
+fn outcome(errors: &ErrorTable, code: Option<i64>, out: &[u8], err: &[u8]) -> Outcome {
     let out = String::from_utf8_lossy(out);
     let err = String::from_utf8_lossy(err);
     match code {
@@ -207,7 +213,7 @@ fn outcome(code: Option<i64>, out: &[u8], err: &[u8]) -> Outcome {
         _ => {
             // "psql: error: " leads libpq's own message since PostgreSQL 12.
             let msg = err.trim();
-            classify(msg.strip_prefix("psql: error: ").unwrap_or(msg))
+            classify(errors, msg.strip_prefix("psql: error: ").unwrap_or(msg))
         }
     }
 }

@@ -4,7 +4,8 @@
 //! the stack by name, makes the one attempt with the case's environment, and prints the
 //! outcome as JSON.
 
-use super::{client_by_name, ConnectRequest};
+use super::registry::{loaded_dir, Stacks};
+use super::ConnectRequest;
 use crate::error_class::ErrorClass;
 use crate::outcome::Outcome;
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize)]
 struct ChildRequest {
     client: String,
+    /// The parent's `stacks/` directory (the stack's folder has its error table).
+    stacks: std::path::PathBuf,
     request: ConnectRequest,
 }
 
@@ -19,7 +22,11 @@ struct ChildRequest {
 pub async fn attempt(client: String, mut request: ConnectRequest) -> Outcome {
     let env = std::mem::take(&mut request.env);
     let timeout = request.timeout;
-    let child = ChildRequest { client, request };
+    let child = ChildRequest {
+        client,
+        stacks: loaded_dir(),
+        request,
+    };
     super::helper_process::call("client-attempt", env, &child, timeout)
         .await
         .unwrap_or_else(|outcome| outcome)
@@ -31,7 +38,10 @@ pub fn child_main() -> i32 {
 }
 
 fn run(child: ChildRequest) -> Outcome {
-    let client = match client_by_name(&child.client) {
+    let client = match Stacks::load(&child.stacks)
+        .map_err(anyhow::Error::from)
+        .and_then(|s| s.client(&child.client))
+    {
         Ok(c) => c,
         Err(e) => return Outcome::failed(ErrorClass::Unclassified, format!("{e:#}")),
     };

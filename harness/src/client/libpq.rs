@@ -1,6 +1,7 @@
 //! libpq, in-process through pq-sys: the reference client. Non-blocking connect with poll(2)
 //! so every attempt is bounded by its deadline without a thread per wait.
 
+use super::error_table::ErrorTable;
 use super::{server_messages, ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
@@ -10,11 +11,13 @@ use pq_sys as pq;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The libpq client stack.
 pub struct Libpq {
     facts: ClientFacts,
+    errors: Arc<ErrorTable>,
 }
 
 thread_local! {
@@ -47,7 +50,8 @@ unsafe extern "C" fn key_password_hook(
 }
 
 impl Libpq {
-    pub fn new() -> Self {
+    /// `errors`: the stack's `errors.toml`.
+    pub fn new(errors: ErrorTable) -> Self {
         // SAFETY: plain getters and a process-wide hook set before any connection exists.
         let (version, library) = unsafe {
             pq::PQsetSSLKeyPassHook_OpenSSL(Some(key_password_hook));
@@ -71,6 +75,7 @@ impl Libpq {
             )
         };
         Libpq {
+            errors: Arc::new(errors),
             facts: ClientFacts {
                 name: "libpq".into(),
                 tls_library: library,
@@ -81,20 +86,15 @@ impl Libpq {
     }
 }
 
-impl Default for Libpq {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl ClientStack for Libpq {
     fn facts(&self) -> &ClientFacts {
         &self.facts
     }
 
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
+        let errors = self.errors.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || connect_blocking(&request))
+            tokio::task::spawn_blocking(move || connect_blocking(&request, errors))
                 .await
                 .unwrap_or_else(|e| {
                     Outcome::failed(
@@ -106,8 +106,8 @@ impl ClientStack for Libpq {
     }
 }
 
-/// Owns a PGconn and finishes it on every path.
-struct Conn(*mut pq::PGconn);
+/// Owns a PGconn and finishes it on every path; classifies its errors.
+struct Conn(*mut pq::PGconn, Arc<ErrorTable>);
 
 impl Drop for Conn {
     fn drop(&mut self) {
@@ -117,6 +117,10 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    fn failed(&self, msg: &str) -> Outcome {
+        classify(&self.1, msg)
+    }
+
     fn error(&self) -> String {
         // SAFETY: valid conn; libpq returns a NUL-terminated string owned by the conn.
         unsafe {
@@ -131,7 +135,7 @@ impl Conn {
         // SAFETY: valid conn.
         let fd = unsafe { pq::PQsocket(self.0) };
         if fd < 0 {
-            return Err(classify(&self.error()));
+            return Err(self.failed(&self.error()));
         }
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -182,7 +186,7 @@ pub(crate) const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
     ("gssencmode", "disable"),
 ];
 
-fn connect_blocking(request: &ConnectRequest) -> Outcome {
+fn connect_blocking(request: &ConnectRequest, errors: Arc<ErrorTable>) -> Outcome {
     let mut request = request.clone();
     for (k, v) in ISOLATION_DEFAULTS {
         // libpq hands file and directory to OpenSSL together; a missing file would disable
@@ -222,10 +226,10 @@ fn connect_blocking(request: &ConnectRequest) -> Outcome {
             "PQconnectStartParams returned NULL",
         );
     }
-    let conn = Conn(raw);
+    let conn = Conn(raw, errors);
     // SAFETY: valid conn.
     if unsafe { pq::PQstatus(conn.0) } == pq::ConnStatusType::CONNECTION_BAD {
-        return classify(&conn.error());
+        return conn.failed(&conn.error());
     }
     let mut write = true;
     loop {
@@ -235,7 +239,9 @@ fn connect_blocking(request: &ConnectRequest) -> Outcome {
         // SAFETY: valid conn.
         match unsafe { pq::PQconnectPoll(conn.0) } {
             pq::PostgresPollingStatusType::PGRES_POLLING_OK => break,
-            pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => return classify(&conn.error()),
+            pq::PostgresPollingStatusType::PGRES_POLLING_FAILED => {
+                return conn.failed(&conn.error())
+            }
             pq::PostgresPollingStatusType::PGRES_POLLING_READING => write = false,
             _ => write = true,
         }
@@ -251,7 +257,7 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
         CString::new(sql).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e.to_string()))?;
     // SAFETY: valid conn and query string.
     if unsafe { pq::PQsendQuery(conn.0, sql.as_ptr()) } == 0 {
-        return Err(classify(&conn.error()));
+        return Err(conn.failed(&conn.error()));
     }
     let mut row = None;
     loop {
@@ -259,7 +265,7 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
         while unsafe { pq::PQisBusy(conn.0) } == 1 {
             conn.wait(false, deadline)?;
             if unsafe { pq::PQconsumeInput(conn.0) } == 0 {
-                return Err(classify(&conn.error()));
+                return Err(conn.failed(&conn.error()));
             }
         }
         // SAFETY: valid conn; each result is cleared.
@@ -284,7 +290,7 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
                     .to_string_lossy()
                     .into_owned();
                 pq::PQclear(res);
-                return Err(classify(&msg));
+                return Err(conn.failed(&msg));
             }
             pq::PQclear(res);
         }
@@ -295,90 +301,9 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
     Session::from_row(&cols).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
 }
 
-/// libpq's messages (OpenSSL-backed) to classes. Unknown text stays `unclassified`.
-/// Maps a libpq error message to an outcome; shared with the in-container libpq (psql).
-pub(crate) fn classify(msg: &str) -> Outcome {
-    const TABLE: &[(&str, ErrorClass)] = &[
-        (
-            "server does not support SSL, but SSL was required",
-            ErrorClass::SslNotSupported,
-        ),
-        ("does not match host name", ErrorClass::HostnameMismatch),
-        (
-            "may not be used with sslnegotiation=direct",
-            ErrorClass::InvalidOption,
-        ),
-        (
-            "authentication method requirement",
-            ErrorClass::AuthMethodRefused,
-        ),
-        (
-            "GSSAPI encryption required but",
-            ErrorClass::GssEncryptionUnavailable,
-        ),
-        (
-            "could not get server's host name from server certificate",
-            ErrorClass::ServerNameMissing,
-        ),
-        ("root certificate file", ErrorClass::RootCertMissing),
-        ("certificate revoked", ErrorClass::ClientCertRevoked),
-        ("alert unknown ca", ErrorClass::ClientCertUntrusted),
-        // The server's verdict on our certificate (or on its CRL) arrives as an alert.
-        ("alert certificate expired", ErrorClass::ClientCertUntrusted),
-        ("certificate verify failed", ErrorClass::ServerCertUntrusted),
-        (
-            "has group or world access",
-            ErrorClass::ClientKeyPermissions,
-        ),
-        (
-            "could not load private key file",
-            ErrorClass::ClientKeyInvalid,
-        ),
-        (
-            "certificate present, but not private key file",
-            ErrorClass::ClientKeyInvalid,
-        ),
-        (
-            "could not read certificate file",
-            ErrorClass::ClientKeyInvalid,
-        ),
-        ("private key file", ErrorClass::ClientKeyInvalid),
-        (
-            "invalid SSL protocol version range",
-            ErrorClass::ProtocolVersion,
-        ),
-        ("unsupported protocol", ErrorClass::ProtocolVersion),
-        ("no protocols available", ErrorClass::ProtocolVersion),
-        ("alert protocol version", ErrorClass::ProtocolVersion),
-        ("channel binding", ErrorClass::ChannelBinding),
-        ("invalid connection option", ErrorClass::InvalidOption),
-        ("invalid ", ErrorClass::InvalidOption),
-        ("no password supplied", ErrorClass::AuthFailed),
-        ("timeout expired", ErrorClass::Timeout),
-        ("Connection refused", ErrorClass::IoError),
-        (
-            "server closed the connection unexpectedly",
-            ErrorClass::IoError,
-        ),
-        ("SSL SYSCALL error", ErrorClass::IoError),
-        // Texts of newer libpq (17, 18), met through the in-container stacks.
-        (
-            "may not be used with sslrootcert=system",
-            ErrorClass::InvalidOption,
-        ),
-        (
-            "server accepted connection without a valid SSL certificate",
-            ErrorClass::ClientCertNotSent,
-        ),
-        // OpenSSL 3 when the peer closes during the handshake (a pre-17 server and direct TLS).
-        ("unexpected eof while reading", ErrorClass::IoError),
-    ];
-    if let Some(class) = server_messages::classify(msg) {
-        return Outcome::failed(class, msg);
-    }
-    let class = TABLE
-        .iter()
-        .find(|(needle, _)| msg.contains(needle))
-        .map_or(ErrorClass::Unclassified, |(_, c)| *c);
+/// Maps a libpq error message to an outcome: the server's own texts first, then the stack's
+/// `errors.toml` (`stacks/libpq/errors.toml`, shared with the in-container libpq).
+pub(crate) fn classify(errors: &ErrorTable, msg: &str) -> Outcome {
+    let class = server_messages::classify(msg).unwrap_or_else(|| errors.class_of(msg, None));
     Outcome::failed(class, msg)
 }

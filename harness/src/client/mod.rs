@@ -4,27 +4,32 @@
 
 mod container_libpq;
 mod container_nss;
+pub mod error_table;
 mod helper_process;
 pub mod isolated;
 mod libpq;
 mod native_tls;
 mod nss;
 mod nss_ffi;
+pub mod protocol;
+pub mod registry;
 mod rustls;
-mod server_messages;
+pub mod server_messages;
+pub mod shim;
 
 pub use container_libpq::ContainerLibpq;
 pub use container_nss::ContainerNss;
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
 pub use nss::{child_main as nss_attempt_main, Nss};
+pub use registry::Stacks;
 pub use rustls::Rustls;
+pub use shim::Shim;
 
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
 use crate::outcome::Outcome;
 use futures_util::future::BoxFuture;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// One resolved connection attempt: libpq keywords with PKI names already turned into paths.
@@ -70,50 +75,41 @@ pub trait ClientStack: Send + Sync {
     fn in_process(&self) -> bool {
         true
     }
+
+    /// Like [`Self::connect`], but a broken stack (a shim that crashed or spoke garbage) is a
+    /// harness error (`Err`, naming the stack), not an outcome.
+    fn try_connect(&self, request: ConnectRequest) -> BoxFuture<'static, Result<Outcome, String>> {
+        let attempt = self.connect(request);
+        Box::pin(async move { Ok(attempt.await) })
+    }
+
+    /// Whether the stack bounds each attempt by `request.timeout` itself, counting from when the
+    /// attempt really starts (a shim queues attempts beyond what it takes at once).
+    fn owns_deadline(&self) -> bool {
+        false
+    }
 }
 
-/// Names of every stack `client_by_name` knows, the default set for a run.
-pub const CLIENT_NAMES: &[&str] = &["libpq", "native-tls", "rustls", "nss"];
-
-/// The server build whose image an in-container stack (`libpq:<build>`, `nss:<build>`) runs in.
-pub fn container_build(name: &str) -> Option<&str> {
-    name.strip_prefix(container_libpq::PREFIX)
-        .or_else(|| name.strip_prefix(container_nss::PREFIX))
-}
-
-/// Builds a client stack by name.
-pub fn client_by_name(name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
-    Ok(match name {
-        "libpq" => Arc::new(Libpq::new()),
-        "native-tls" => Arc::new(NativeTls::new()),
-        "rustls" => Arc::new(Rustls::new()),
-        "nss" => Arc::new(Nss::new()?),
-        // libpq of a server build, inside a container of its image.
-        other if other.starts_with(container_libpq::PREFIX) => Arc::new(ContainerLibpq::new(
-            &other[container_libpq::PREFIX.len()..],
-        )?),
-        // NSS of a server build's image: tstclnt/vfychain inside a container of it.
-        other if other.starts_with(container_nss::PREFIX) => Arc::new(ContainerNss::new(
-            &other[container_nss::PREFIX.len()..],
-        )?),
-        other => anyhow::bail!(
-            "unknown client stack {other:?}; expected one of: {}, libpq:<server build> or nss:<server build>",
-            CLIENT_NAMES.join(", ")
-        ),
-    })
-}
-
-/// Runs an attempt under the core's deadline; a hang becomes a `timeout` outcome.
-pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Outcome {
+/// Runs an attempt under the core's deadline; a hang becomes a `timeout` outcome. `Err` is a
+/// harness error: the stack itself is broken.
+pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Result<Outcome, String> {
     let limit = request.timeout + Duration::from_secs(1);
-    let attempt = if !request.env.is_empty() && client.in_process() {
-        Box::pin(isolated::attempt(client.facts().name.clone(), request))
-    } else {
-        client.connect(request)
-    };
+    if client.owns_deadline() {
+        return client.try_connect(request).await;
+    }
+    let attempt: BoxFuture<'static, Result<Outcome, String>> =
+        if !request.env.is_empty() && client.in_process() {
+            let name = client.facts().name.clone();
+            Box::pin(async move { Ok(isolated::attempt(name, request).await) })
+        } else {
+            client.try_connect(request)
+        };
     match tokio::time::timeout(limit, attempt).await {
         Ok(outcome) => outcome,
-        Err(_) => Outcome::failed(ErrorClass::Timeout, format!("no result within {limit:?}")),
+        Err(_) => Ok(Outcome::failed(
+            ErrorClass::Timeout,
+            format!("no result within {limit:?}"),
+        )),
     }
 }
 

@@ -3,33 +3,41 @@
 
 use crate::error_class::ErrorClass;
 
+/// The classes [`classify`] can give.
+pub fn classes() -> Vec<ErrorClass> {
+    let mut out: Vec<ErrorClass> = TABLE.iter().map(|(_, c)| *c).collect();
+    out.push(ErrorClass::SslRequired);
+    out
+}
+
+const TABLE: &[(&str, ErrorClass)] = &[
+    (
+        "connection requires a valid client certificate",
+        ErrorClass::ClientCertRequired,
+    ),
+    (
+        "certificate authentication failed for user",
+        ErrorClass::CertAuthFailed,
+    ),
+    (
+        "certificate validation (clientcert=verify-full) failed",
+        ErrorClass::CertAuthFailed,
+    ),
+    // trust only fails through clientcert=verify-full: the certificate named another user.
+    (
+        "\"trust\" authentication failed for user",
+        ErrorClass::CertAuthFailed,
+    ),
+    (
+        "password authentication failed for user",
+        ErrorClass::AuthFailed,
+    ),
+    ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
+    ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
+];
+
 /// Classifies a message the server sent (or that quotes one). `None` when it is not one.
 pub fn classify(msg: &str) -> Option<ErrorClass> {
-    const TABLE: &[(&str, ErrorClass)] = &[
-        (
-            "connection requires a valid client certificate",
-            ErrorClass::ClientCertRequired,
-        ),
-        (
-            "certificate authentication failed for user",
-            ErrorClass::CertAuthFailed,
-        ),
-        (
-            "certificate validation (clientcert=verify-full) failed",
-            ErrorClass::CertAuthFailed,
-        ),
-        // trust only fails through clientcert=verify-full: the certificate named another user.
-        (
-            "\"trust\" authentication failed for user",
-            ErrorClass::CertAuthFailed,
-        ),
-        (
-            "password authentication failed for user",
-            ErrorClass::AuthFailed,
-        ),
-        ("no pg_hba.conf entry for", ErrorClass::HbaRejected),
-        ("pg_hba.conf rejects connection", ErrorClass::HbaRejected),
-    ];
     let (_, class) = TABLE.iter().find(|(needle, _)| msg.contains(needle))?;
     // A hostssl-only pg_hba.conf turns unencrypted connections away with this suffix
     // (PostgreSQL 14+; 13 and older say "SSL off").

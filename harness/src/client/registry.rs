@@ -1,0 +1,295 @@
+//! The client stacks a run can name: one folder per stack under `stacks/`. `stack.toml` says
+//! how the stack starts (a built-in adapter, or a shim command speaking the attempt protocol),
+//! `errors.toml` maps its native errors to classes. `--client NAME` takes any folder name;
+//! `NAME:<build>` takes a folder whose stack also runs inside a server build's image.
+
+use super::error_table::ErrorTable;
+use super::shim::{Shim, ShimSpec};
+use super::{ClientStack, ContainerLibpq, ContainerNss, Libpq, NativeTls, Nss, Rustls};
+use crate::scenario::load::{parse_toml, LoadError};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Adapters compiled into pgssl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Builtin {
+    Libpq,
+    NativeTls,
+    Rustls,
+    Nss,
+}
+
+/// Built-in adapters that run a stack inside a server build's image (`NAME:<build>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PerBuild {
+    /// psql of the image, one `docker exec` per attempt.
+    ContainerLibpq,
+    /// tstclnt/vfychain of the image through one launcher per stack.
+    ContainerNss,
+}
+
+/// A fact a shim's `hello` must report (non-empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    TlsLibrary,
+    TlsVersion,
+    LibpqVersion,
+}
+
+/// `stacks/<name>/stack.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackFile {
+    /// A built-in adapter; exclusive with `command`.
+    pub builtin: Option<Builtin>,
+    /// Also offer `<name>:<build>` through this built-in adapter.
+    pub per_build: Option<PerBuild>,
+    /// A shim: program and arguments. Arguments starting with `./` or `../` are paths relative
+    /// to the stack's folder.
+    pub command: Option<Vec<String>>,
+    /// How the stack gets onto a machine (shown when it does not start).
+    #[serde(default)]
+    pub install: String,
+    /// Facts the shim's `hello` must report.
+    #[serde(default)]
+    pub facts: Vec<Fact>,
+    /// Attempts a shim process takes at once.
+    #[serde(default = "one")]
+    pub max_in_flight: usize,
+    /// Part of the default set of `pgssl run` (no `--client`).
+    #[serde(default)]
+    pub default: bool,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A stack folder, loaded.
+#[derive(Debug, Clone)]
+pub struct StackFolder {
+    pub name: String,
+    pub dir: PathBuf,
+    pub spec: StackFile,
+    /// `errors.toml`, if the folder has one.
+    pub errors: Option<ErrorTable>,
+}
+
+/// Every stack folder of a `stacks/` directory.
+#[derive(Debug, Clone)]
+pub struct Stacks {
+    pub dir: PathBuf,
+    pub folders: BTreeMap<String, StackFolder>,
+}
+
+/// The stacks directory next to the crate (for tests and the hidden subcommands' children).
+pub fn source_stacks_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks")
+}
+
+/// The directory the last [`Stacks::load`] read, for the hidden per-attempt subcommands.
+static LOADED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// The directory the last [`Stacks::load`] read (else the crate's own `stacks/`).
+pub fn loaded_dir() -> PathBuf {
+    LOADED
+        .lock()
+        .ok()
+        .and_then(|d| d.clone())
+        .unwrap_or_else(source_stacks_dir)
+}
+
+impl Stacks {
+    /// Loads every folder of `dir`; a bad `stack.toml` or `errors.toml` is a located error.
+    pub fn load(dir: &Path) -> Result<Self, LoadError> {
+        if let (Ok(mut last), Ok(abs)) = (LOADED.lock(), dir.canonicalize()) {
+            *last = Some(abs);
+        }
+        let unreadable = |e: std::io::Error| LoadError {
+            file: dir.to_path_buf(),
+            line: None,
+            message: format!("cannot read the stacks directory: {e}"),
+        };
+        let mut folders = BTreeMap::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(unreadable)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let folder = load_folder(&path)?;
+            folders.insert(folder.name.clone(), folder);
+        }
+        Ok(Stacks {
+            dir: dir.to_path_buf(),
+            folders,
+        })
+    }
+
+    /// Names of the stacks `pgssl run` uses when no `--client` is given.
+    pub fn default_names(&self) -> Vec<String> {
+        self.folders
+            .values()
+            .filter(|f| f.spec.default)
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
+    /// The folder behind a client name (`psycopg`, `libpq:pg15-openssl3.0` -> `libpq`).
+    pub fn folder(&self, name: &str) -> Option<&StackFolder> {
+        let base = name.split_once(':').map_or(name, |(b, _)| b);
+        self.folders.get(base)
+    }
+
+    /// The server build an in-image stack (`libpq:<build>`) runs in.
+    pub fn container_build<'a>(&self, name: &'a str) -> Option<&'a str> {
+        let (base, build) = name.split_once(':')?;
+        self.folders.get(base)?.spec.per_build.map(|_| build)
+    }
+
+    /// Starts (or builds) the stack a client name means.
+    pub fn client(&self, name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
+        let Some(folder) = self.folder(name) else {
+            anyhow::bail!(
+                "unknown client stack {name:?}; the folders of {} are: {} (and NAME:<server build> for {})",
+                self.dir.display(),
+                self.folders.keys().cloned().collect::<Vec<_>>().join(", "),
+                self.folders
+                    .values()
+                    .filter(|f| f.spec.per_build.is_some())
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        let errors = folder.errors.clone().unwrap_or_default();
+        if let Some((_, build)) = name.split_once(':') {
+            return match folder.spec.per_build {
+                Some(PerBuild::ContainerLibpq) => Ok(Arc::new(ContainerLibpq::new(build, errors)?)),
+                Some(PerBuild::ContainerNss) => Ok(Arc::new(ContainerNss::new(build)?)),
+                None => anyhow::bail!(
+                    "client stack {:?} does not run inside server builds ({name:?})",
+                    folder.name
+                ),
+            };
+        }
+        match (&folder.spec.builtin, &folder.spec.command) {
+            (Some(kind), _) => builtin(*kind, errors),
+            (None, Some(command)) => Ok(Arc::new(Shim::start(ShimSpec {
+                name: folder.name.clone(),
+                dir: folder.dir.clone(),
+                command: command.clone(),
+                install: folder.spec.install.clone(),
+                facts: folder.spec.facts.clone(),
+                max_in_flight: folder.spec.max_in_flight,
+                errors,
+            })?)),
+            (None, None) => unreachable!("checked when loading"),
+        }
+    }
+}
+
+/// A built-in in-process adapter.
+pub fn builtin(kind: Builtin, errors: ErrorTable) -> anyhow::Result<Arc<dyn ClientStack>> {
+    Ok(match kind {
+        Builtin::Libpq => Arc::new(Libpq::new(errors)),
+        Builtin::NativeTls => Arc::new(NativeTls::new()),
+        Builtin::Rustls => Arc::new(Rustls::new()),
+        // Its database cache may be unwritable: a located error, not a panic.
+        Builtin::Nss => Arc::new(Nss::new()?),
+    })
+}
+
+fn load_folder(dir: &Path) -> Result<StackFolder, LoadError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let path = dir.join("stack.toml");
+    let source = std::fs::read_to_string(&path).map_err(|e| LoadError {
+        file: path.clone(),
+        line: None,
+        message: format!("cannot read (every folder of stacks/ is a client stack): {e}"),
+    })?;
+    let spec: StackFile = parse_toml(&path, &source)?;
+    let whole = |message: &str| LoadError {
+        file: path.clone(),
+        line: None,
+        message: message.to_string(),
+    };
+    match (&spec.builtin, &spec.command) {
+        (Some(_), Some(_)) => return Err(whole("expected `builtin` or `command`, not both")),
+        (None, None) => return Err(whole("expected `builtin = \"...\"` or `command = [...]`")),
+        (None, Some(c)) if c.is_empty() => return Err(whole("`command` is empty")),
+        _ => {}
+    }
+    if spec.max_in_flight == 0 {
+        return Err(whole("`max_in_flight` must be at least 1"));
+    }
+    if name.contains(':') || name.is_empty() {
+        return Err(whole("a stack folder's name may not contain ':'"));
+    }
+    // Absolute: a shim runs in its folder, and its relative arguments resolve against it.
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| whole(&format!("cannot resolve the folder: {e}")))?;
+    let errors_path = dir.join("errors.toml");
+    let errors = if errors_path.is_file() {
+        Some(ErrorTable::load(&errors_path)?)
+    } else {
+        None
+    };
+    Ok(StackFolder {
+        name,
+        dir,
+        spec,
+        errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_repository_stacks_load() {
+        let stacks = Stacks::load(&source_stacks_dir()).unwrap();
+        assert!(stacks.folders.contains_key("libpq"));
+        assert_eq!(
+            stacks.container_build("libpq:pg15-openssl3.0"),
+            Some("pg15-openssl3.0")
+        );
+        assert_eq!(stacks.container_build("psycopg:x"), None);
+        assert!(stacks.default_names().contains(&"libpq".to_string()));
+    }
+
+    #[test]
+    fn bad_stack_files_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("odd");
+        std::fs::create_dir(&s).unwrap();
+        std::fs::write(
+            s.join("stack.toml"),
+            "builtin = \"libpq\"\nmax_in_flight = \"x\"\n",
+        )
+        .unwrap();
+        let e = Stacks::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("odd/stack.toml:2:"), "{e}");
+        std::fs::write(s.join("stack.toml"), "builtin = \"psql\"\n").unwrap();
+        let e = Stacks::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("stack.toml:1:") && e.contains("native-tls"),
+            "{e}"
+        );
+        std::fs::write(s.join("stack.toml"), "builtin = \"libpq\"\n").unwrap();
+        std::fs::write(s.join("errors.toml"), "[[error]]\nmessage = 3\n").unwrap();
+        let e = Stacks::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("odd/errors.toml:2:"), "{e}");
+    }
+}
