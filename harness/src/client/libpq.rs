@@ -295,6 +295,25 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
     Session::from_row(&cols).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
 }
 
+/// libpq texts met by the X.509 edge cases (issue 12), checked before [`classify`]'s table;
+/// kept apart so they move to the stack's error table file as one block.
+const ISSUE_12_TEXTS: &[(&str, ErrorClass)] = &[
+    // Alerts the server sends about our certificate, besides "unknown ca".
+    ("alert bad certificate", ErrorClass::ClientCertUntrusted),
+    ("alert unsupported certificate", ErrorClass::ClientCertUntrusted),
+    ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
+    ("alert decrypt error", ErrorClass::ClientCertUntrusted),
+    // OpenSSL's security level refusing our own certificate when libpq loads it.
+    ("ee key too small", ErrorClass::ClientKeyInvalid),
+    ("ca md too weak", ErrorClass::ClientKeyInvalid),
+    // libpq's own host name checks.
+    ("name contains embedded null", ErrorClass::HostnameMismatch),
+    (
+        "host name must be specified for a verified SSL connection",
+        ErrorClass::InvalidOption,
+    ),
+];
+
 /// libpq's messages (OpenSSL-backed) to classes. Unknown text stays `unclassified`.
 /// Maps a libpq error message to an outcome; shared with the in-container libpq (psql).
 pub(crate) fn classify(msg: &str) -> Outcome {
@@ -376,8 +395,9 @@ pub(crate) fn classify(msg: &str) -> Outcome {
     if let Some(class) = server_messages::classify(msg) {
         return Outcome::failed(class, msg);
     }
-    let class = TABLE
+    let class = ISSUE_12_TEXTS
         .iter()
+        .chain(TABLE)
         .find(|(needle, _)| msg.contains(needle))
         .map_or(ErrorClass::Unclassified, |(_, c)| *c);
     Outcome::failed(class, msg)

@@ -174,6 +174,16 @@ fn build_connector(
             }
         }
     }
+    if let (Some(cert), None) = (request.get("sslcert"), request.get("sslkey")) {
+        // Identity::from_pkcs8 takes a certificate only with its key, and native-tls has no
+        // key file default: refused rather than silently sending no certificate.
+        if std::path::Path::new(cert).exists() {
+            return Err(Outcome::failed(
+                ErrorClass::ClientKeyInvalid,
+                format!("{cert}: sslcert without sslkey; Identity::from_pkcs8 needs the private key"),
+            ));
+        }
+    }
     if let (Some(cert), Some(key)) = (request.get("sslcert"), request.get("sslkey")) {
         let read = |p: &str| {
             std::fs::read(p).map_err(|e| {
@@ -205,6 +215,19 @@ fn build_connector(
     })
 }
 
+/// OpenSSL's words for what else the server or the client's own checks said (issue 12).
+const OPENSSL_ALERTS: &[(&str, ErrorClass)] = &[
+    ("alert bad certificate", ErrorClass::ClientCertUntrusted),
+    ("alert unsupported certificate", ErrorClass::ClientCertUntrusted),
+    ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
+    // The server could not verify our CertificateVerify signature.
+    ("alert decrypt error", ErrorClass::ClientCertUntrusted),
+    // OpenSSL refuses a host name it cannot send as SNI (e.g. with a trailing dot).
+    ("ssl3 ext invalid servername", ErrorClass::InvalidOption),
+    ("ee key too small", ErrorClass::ClientKeyInvalid),
+    ("ca md too weak", ErrorClass::ClientKeyInvalid),
+];
+
 /// tokio-postgres / native-tls / OpenSSL errors to classes.
 fn classify(e: &tokio_postgres::Error) -> Outcome {
     let raw = super::error_chain(e);
@@ -230,6 +253,6 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ("alert protocol version", ErrorClass::ProtocolVersion),
         ("no protocols available", ErrorClass::ProtocolVersion),
     ];
-    let class = super::classify_text(&raw, &[TABLE, super::DRIVER_ERRORS]);
+    let class = super::classify_text(&raw, &[TABLE, OPENSSL_ALERTS, super::DRIVER_ERRORS]);
     Outcome::failed(class, raw)
 }

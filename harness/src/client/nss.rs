@@ -108,7 +108,7 @@ fn nss_version() -> String {
 }
 
 /// What the child needs for one attempt.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildRequest {
     pub params: Vec<(String, String)>,
     pub db: PathBuf,
@@ -279,13 +279,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
             let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
             let built = build_once(&d, &plan).map_err(|e| {
                 let raw = format!("building the NSS database: {e:#}");
-                // pk12util cannot take a key that does not belong to its certificate.
-                let class = if raw.contains("key values mismatch") {
-                    ErrorClass::ClientKeyInvalid
-                } else {
-                    ErrorClass::Unclassified
-                };
-                Outcome::failed(class, raw)
+                Outcome::failed(db_build_class(&raw), raw)
             });
             *slot = Some(built.clone());
             built?
@@ -300,6 +294,19 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         sql: request.session_sql(),
         env: request.env.clone(),
     })
+}
+
+/// The class of a database the options could not become: NSS's tools refuse what NSS would.
+fn db_build_class(raw: &str) -> ErrorClass {
+    const TABLE: &[(&str, ErrorClass)] = &[
+        // pk12util (or the PKCS#12 step) with a key that is not its certificate's.
+        ("key values mismatch", ErrorClass::ClientKeyInvalid),
+        ("key type mismatch", ErrorClass::ClientKeyInvalid),
+        ("pk12util", ErrorClass::ClientKeyInvalid),
+        // crlutil verifies a list on import; one it refuses leaves the server unverifiable.
+        ("crlutil", ErrorClass::ServerCertUntrusted),
+    ];
+    super::classify_text(raw, &[TABLE])
 }
 
 /// The database at `d`, from an earlier run or built now: built aside and renamed into place,
@@ -413,9 +420,71 @@ pub(crate) trait TlsPath: Send + Sync {
     fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult>;
 }
 
+/// libpq's host lists: `host`, `hostaddr` and `port` may each list several comma-separated
+/// values, tried in order, each with [`by_mode_one`]. As libpq, a failure to connect or to
+/// establish TLS moves on to the next host; once a server has answered past TLS (an
+/// authentication or pg_hba verdict), the attempt ends there.
+pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
+    let list = |k: &str| -> Vec<String> {
+        get(req, k)
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let (hosts, addrs, ports) = (list("host"), list("hostaddr"), list("port"));
+    let n = hosts.len().max(addrs.len());
+    if n <= 1 && ports.len() <= 1 {
+        return by_mode_one(req, path).await;
+    }
+    let fits = |v: &Vec<String>| v.is_empty() || v.len() == n;
+    if !fits(&hosts) || !fits(&addrs) || !(ports.len() <= 1 || ports.len() == n) {
+        return failed(
+            ErrorClass::InvalidOption,
+            format!(
+                "could not match {} host names to {} hostaddr values and {} port numbers",
+                hosts.len(),
+                addrs.len(),
+                ports.len()
+            ),
+        );
+    }
+    let mut last = failed(ErrorClass::InvalidOption, "empty host list");
+    for i in 0..n {
+        let mut one = req.clone();
+        for (key, values) in [("host", &hosts), ("hostaddr", &addrs), ("port", &ports)] {
+            let Some(v) = values.get(i).or(values.first()) else {
+                continue;
+            };
+            for (k, val) in one.params.iter_mut() {
+                if k == key {
+                    *val = v.clone();
+                }
+            }
+        }
+        last = by_mode_one(&one, path).await;
+        let next_host = matches!(
+            &last,
+            ChildResult::Failed { class, .. } if !matches!(
+                class,
+                ErrorClass::AuthFailed
+                    | ErrorClass::CertAuthFailed
+                    | ErrorClass::HbaRejected
+                    | ErrorClass::SslRequired
+                    | ErrorClass::ClientCertRequired
+                    | ErrorClass::InvalidOption
+                    | ErrorClass::ChannelBinding
+                    | ErrorClass::AuthMethodRefused
+            )
+        );
+        if !next_host {
+            break;
+        }
+    }
+    last
+}
+
 /// libpq's sslmode semantics around a stack's TLS path: option checks, plaintext for
 /// disable, allow's and prefer's second tries.
-pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
+async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
     // As libpq, the version bounds are checked whatever the mode.
     for key in ["ssl_min_protocol_version", "ssl_max_protocol_version"] {
         if let Some(v) = get(req, key).filter(|v| !v.is_empty()) {

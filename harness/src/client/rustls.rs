@@ -244,6 +244,14 @@ fn build_config(key: &ConfigKey) -> Result<ClientConfig, Outcome> {
                 .with_client_auth_cert(chain, private)
                 .map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, e.to_string()))?
         }
+        // rustls takes a certificate only with its key; it has no key file default to look
+        // in, so a certificate without one is refused rather than silently not sent.
+        (Some(cert), None) if Path::new(cert).exists() => {
+            return Err(Outcome::failed(
+                ErrorClass::ClientKeyInvalid,
+                format!("{cert}: sslcert without sslkey; with_client_auth_cert needs the private key"),
+            ))
+        }
         _ => builder.with_no_client_auth(),
     };
     if key.direct {
@@ -572,6 +580,8 @@ fn classify_rustls(e: &rustls::Error) -> Option<ErrorClass> {
             _ => return None,
         },
         E::PeerIncompatible(_) => ErrorClass::ProtocolVersion,
+        // A list it could not use (bad signature, unsupported form): no verdict on the server.
+        E::InvalidCertRevocationList(_) => ErrorClass::ServerCertUntrusted,
         _ => return None,
     })
 }
