@@ -300,12 +300,17 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
 const ISSUE_12_TEXTS: &[(&str, ErrorClass)] = &[
     // Alerts the server sends about our certificate, besides "unknown ca".
     ("alert bad certificate", ErrorClass::ClientCertUntrusted),
-    ("alert unsupported certificate", ErrorClass::ClientCertUntrusted),
+    (
+        "alert unsupported certificate",
+        ErrorClass::ClientCertUntrusted,
+    ),
     ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
     ("alert decrypt error", ErrorClass::ClientCertUntrusted),
     // OpenSSL's security level refusing our own certificate when libpq loads it.
     ("ee key too small", ErrorClass::ClientKeyInvalid),
     ("ca md too weak", ErrorClass::ClientKeyInvalid),
+    // A host list whose parts do not pair up.
+    ("could not match", ErrorClass::InvalidOption),
     // libpq's own host name checks.
     ("name contains embedded null", ErrorClass::HostnameMismatch),
     (

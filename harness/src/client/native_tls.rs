@@ -180,7 +180,9 @@ fn build_connector(
         if std::path::Path::new(cert).exists() {
             return Err(Outcome::failed(
                 ErrorClass::ClientKeyInvalid,
-                format!("{cert}: sslcert without sslkey; Identity::from_pkcs8 needs the private key"),
+                format!(
+                    "{cert}: sslcert without sslkey; Identity::from_pkcs8 needs the private key"
+                ),
             ));
         }
     }
@@ -206,19 +208,20 @@ fn build_connector(
         postgres_native_tls::set_postgresql_alpn(&mut builder);
     }
     builder.build().map_err(|e| {
-        let class = if e.to_string().contains("key values mismatch") {
-            ErrorClass::ClientKeyInvalid
-        } else {
-            ErrorClass::Unclassified
-        };
-        Outcome::failed(class, format!("TlsConnector::build: {e}"))
+        const TABLE: &[(&str, ErrorClass)] =
+            &[("key values mismatch", ErrorClass::ClientKeyInvalid)];
+        let raw = format!("TlsConnector::build: {e}");
+        Outcome::failed(super::classify_text(&raw, &[TABLE, OPENSSL_ALERTS]), raw)
     })
 }
 
 /// OpenSSL's words for what else the server or the client's own checks said (issue 12).
 const OPENSSL_ALERTS: &[(&str, ErrorClass)] = &[
     ("alert bad certificate", ErrorClass::ClientCertUntrusted),
-    ("alert unsupported certificate", ErrorClass::ClientCertUntrusted),
+    (
+        "alert unsupported certificate",
+        ErrorClass::ClientCertUntrusted,
+    ),
     ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
     // The server could not verify our CertificateVerify signature.
     ("alert decrypt error", ErrorClass::ClientCertUntrusted),

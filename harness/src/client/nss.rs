@@ -222,8 +222,18 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         write_once(&cert_path, &chain[0].to_pem().unwrap_or_default());
         write_once(&key_path, &key_pem);
         plan.keys.push(("client".into(), cert_path, key_path));
-        // Intermediates sent along with the leaf: present, not trusted.
+        // Intermediates sent along with the leaf: present, not trusted. One that is also a
+        // trust anchor is already there; importing it again would take its trust away.
+        let anchors: Vec<Vec<u8>> = plan
+            .certs
+            .iter()
+            .filter_map(|(_, p, _)| std::fs::read(p).ok())
+            .filter_map(|pem| X509::from_pem(&pem).and_then(|c| c.to_der()).ok())
+            .collect();
         for (i, c) in chain.iter().enumerate().skip(1) {
+            if c.to_der().is_ok_and(|der| anchors.contains(&der)) {
+                continue;
+            }
             let path = files.join(format!("{tag}-chain{i}.pem"));
             write_once(&path, &c.to_pem().unwrap_or_default());
             subjects.push(c.subject_name().to_der().unwrap_or_default());
@@ -421,9 +431,8 @@ pub(crate) trait TlsPath: Send + Sync {
 }
 
 /// libpq's host lists: `host`, `hostaddr` and `port` may each list several comma-separated
-/// values, tried in order, each with [`by_mode_one`]. As libpq, a failure to connect or to
-/// establish TLS moves on to the next host; once a server has answered past TLS (an
-/// authentication or pg_hba verdict), the attempt ends there.
+/// values, tried in order, each with [`by_mode_one`]. As libpq (15 here), only a host that
+/// cannot be reached moves on to the next; a TLS or server verdict ends the attempt.
 pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
     let list = |k: &str| -> Vec<String> {
         get(req, k)
@@ -463,17 +472,10 @@ pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResu
         last = by_mode_one(&one, path).await;
         let next_host = matches!(
             &last,
-            ChildResult::Failed { class, .. } if !matches!(
-                class,
-                ErrorClass::AuthFailed
-                    | ErrorClass::CertAuthFailed
-                    | ErrorClass::HbaRejected
-                    | ErrorClass::SslRequired
-                    | ErrorClass::ClientCertRequired
-                    | ErrorClass::InvalidOption
-                    | ErrorClass::ChannelBinding
-                    | ErrorClass::AuthMethodRefused
-            )
+            ChildResult::Failed {
+                class: ErrorClass::IoError | ErrorClass::Timeout,
+                ..
+            }
         );
         if !next_host {
             break;
@@ -925,6 +927,32 @@ pub(crate) fn classify_nss(raw: String) -> ChildResult {
         ),
         ("SEC_ERROR_BAD_SIGNATURE", ErrorClass::ServerCertUntrusted),
         ("SEC_ERROR_CRL_EXPIRED", ErrorClass::ServerCertUntrusted),
+        // CA constraints and extensions (issue 12's X.509 edge cases).
+        (
+            "SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_CERT_NOT_IN_NAME_SPACE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_UNKNOWN_CRITICAL_EXTENSION",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_CERT_SIGNATURE_ALGORITHM_DISABLED",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_CRL_BAD_SIGNATURE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        ("SEC_ERROR_CRL_INVALID", ErrorClass::ServerCertUntrusted),
+        (
+            "SEC_ERROR_CRL_NOT_YET_VALID",
+            ErrorClass::ServerCertUntrusted,
+        ),
         (
             "SSL_ERROR_UNKNOWN_CA_ALERT",
             ErrorClass::ClientCertUntrusted,

@@ -7,10 +7,10 @@ use super::spec::{
     CertSpec, CrlSpec, CrlTime, KeyAlg, KeyFormat, KeyUsage, PkiSpec, SignatureAlg, Validity,
 };
 use anyhow::{anyhow, Context, Result};
-use pkcs8::der::pem::LineEnding;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private};
 use openssl::pkey_ctx::PkeyCtx;
+use pkcs8::der::pem::LineEnding;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, CidrSubnet,
     CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
@@ -253,7 +253,9 @@ fn params_for(
         .collect();
     if let Some(nc) = &spec.name_constraints {
         let dns = |v: &[String]| -> Vec<GeneralSubtree> {
-            v.iter().map(|d| GeneralSubtree::DnsName(d.clone())).collect()
+            v.iter()
+                .map(|d| GeneralSubtree::DnsName(d.clone()))
+                .collect()
         };
         let ip = |v: &[String]| -> Result<Vec<GeneralSubtree>> {
             v.iter()
@@ -442,12 +444,11 @@ fn rcgen_issuer(
 pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
     let f = &spec.file;
     let now = OffsetDateTime::now_utc();
-    let all: BTreeMap<&String, (&CertSpec, bool)> = f
-        .ca
-        .iter()
-        .map(|(n, c)| (n, (c, true)))
-        .chain(f.cert.iter().map(|(n, c)| (n, (c, false))))
-        .collect();
+    let all: BTreeMap<&String, (&CertSpec, bool)> =
+        f.ca.iter()
+            .map(|(n, c)| (n, (c, true)))
+            .chain(f.cert.iter().map(|(n, c)| (n, (c, false))))
+            .collect();
     // Keys first, so `key_from` can name any certificate.
     let mut keys: BTreeMap<&String, Key> = BTreeMap::new();
     for (name, (c, _)) in &all {
@@ -503,7 +504,11 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
     }
     for (name, i) in &issued {
         write(&out.join(format!("{name}.crt")), i.pem.as_bytes(), 0o644)?;
-        write(&out.join(format!("{name}.key")), i.key.pem.as_bytes(), 0o600)?;
+        write(
+            &out.join(format!("{name}.key")),
+            i.key.pem.as_bytes(),
+            0o600,
+        )?;
     }
 
     let mut crls: BTreeMap<&String, (String, String)> = BTreeMap::new();
@@ -515,7 +520,9 @@ pub fn generate(spec: &PkiSpec, out: &Path) -> Result<()> {
     for (name, b) in &f.bundle {
         let mut body: String = b.certs.iter().map(|c| issued[c].pem.as_str()).collect();
         body.extend(b.keys.iter().map(|k| issued[k].key.pem.as_str()));
-        write(&out.join(format!("{name}.crt")), body.as_bytes(), 0o644)?;
+        // A file with a private key in it is private, as libpq demands of key files.
+        let mode = if b.keys.is_empty() { 0o644 } else { 0o600 };
+        write(&out.join(format!("{name}.crt")), body.as_bytes(), mode)?;
     }
     for (name, b) in &f.crl_bundle {
         let body: String = b.crls.iter().map(|c| crls[c].0.as_str()).collect();
@@ -559,7 +566,11 @@ fn crl(
     let this_update = match c.this_update {
         CrlTime::Future => now + Duration::days(365),
         CrlTime::Past | CrlTime::Absent => {
-            now - Duration::days(if c.next_update == CrlTime::Past { 60 } else { 1 })
+            now - Duration::days(if c.next_update == CrlTime::Past {
+                60
+            } else {
+                1
+            })
         }
     };
     let next_update = match c.next_update {
@@ -615,8 +626,10 @@ fn crl(
     decoded.signature =
         x509_cert::der::asn1::BitString::from_bytes(&sig).map_err(|e| anyhow!("{e}"))?;
     let der = decoded.to_der().map_err(|e| anyhow!("{e}"))?;
-    Ok(pkcs8::der::pem::encode_string("X509 CRL", LineEnding::LF, &der)
-        .map_err(|e| anyhow!("{e}"))?)
+    Ok(
+        pkcs8::der::pem::encode_string("X509 CRL", LineEnding::LF, &der)
+            .map_err(|e| anyhow!("{e}"))?,
+    )
 }
 
 /// Builds a declared NSS database from the files generated above and checks that NSS lists

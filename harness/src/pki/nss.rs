@@ -57,7 +57,10 @@ fn run(cmd: &mut Command) -> Result<String> {
     if !out.status.success() {
         // The tool and its operation, then what it said: the full command line (scratch
         // paths, password file) says nothing to a reader of the outcome.
-        let op = cmd.get_args().next().map(|a| a.to_string_lossy().into_owned());
+        let op = cmd
+            .get_args()
+            .next()
+            .map(|a| a.to_string_lossy().into_owned());
         bail!(
             "{} {} failed: {}{}",
             cmd.get_program().to_string_lossy(),

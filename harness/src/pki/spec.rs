@@ -376,11 +376,16 @@ impl PkiSpec {
             {
                 return Err(self.fail(
                     name,
-                    format!("crl {name}: this_update is past or future and comes before next_update"),
+                    format!(
+                        "crl {name}: this_update is past or future and comes before next_update"
+                    ),
                 ));
             }
             if self.uses_openssl(&crl.issuer)
-                || crl.signed_with.as_ref().is_some_and(|s| self.uses_openssl(s))
+                || crl
+                    .signed_with
+                    .as_ref()
+                    .is_some_and(|s| self.uses_openssl(s))
             {
                 return Err(self.fail(
                     name,
@@ -579,7 +584,8 @@ impl PkiSpec {
                 }
             }
         }
-        if self.uses_openssl(name) && (c.name_constraints.is_some() || !c.extra_extensions.is_empty())
+        if self.uses_openssl(name)
+            && (c.name_constraints.is_some() || !c.extra_extensions.is_empty())
         {
             return Err(self.fail(
                 name,
@@ -635,7 +641,12 @@ mod tests {
 
     fn error(body: &str) -> String {
         let e = load(&format!("{ROOT}{body}")).expect_err("must not load");
-        format!("{}:{}: {}", e.file.display(), e.line.unwrap_or(0), e.message)
+        format!(
+            "{}:{}: {}",
+            e.file.display(),
+            e.line.unwrap_or(0),
+            e.message
+        )
     }
 
     #[test]
@@ -665,9 +676,11 @@ mod tests {
         assert!(e.contains(":6:") && e.contains("CIDR"), "{e}");
         let e = error("[cert.l]\nissuer = \"root\"\nsubject = \"/CN=l\"\npath_len = 1\n");
         assert!(e.contains("belong to [ca.*]"), "{e}");
-        let e = error("[ca.old]\nsubject = \"/CN=o\"\nkey = \"rsa-pss\"\n[crl.c]\nissuer = \"old\"\n");
+        let e =
+            error("[ca.old]\nsubject = \"/CN=o\"\nkey = \"rsa-pss\"\n[crl.c]\nissuer = \"old\"\n");
         assert!(e.contains("crl c:") && e.contains("rsa-pss"), "{e}");
-        let e = error("[crl.c]\nissuer = \"root\"\nthis_update = \"future\"\nnext_update = \"past\"\n");
+        let e =
+            error("[crl.c]\nissuer = \"root\"\nthis_update = \"future\"\nnext_update = \"past\"\n");
         assert!(e.contains("this_update"), "{e}");
         let e = error("[cert.a]\nissuer = \"b\"\nsubject = \"/CN=a\"\n[cert.b]\nissuer = \"a\"\nsubject = \"/CN=b\"\n");
         assert!(e.contains("loops"), "{e}");
