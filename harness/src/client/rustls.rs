@@ -232,29 +232,30 @@ fn build_config(key: &ConfigKey) -> Result<ClientConfig, Outcome> {
             check_name: key.verify == Verify::ChainAndName,
             schemes,
         }));
-    let mut config =
-        match (&key.cert, &key.key) {
-            (Some(cert), Some(private)) => {
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| {
-                        Outcome::failed(ErrorClass::ClientKeyInvalid, format!("{cert}: {e}"))
-                    })?;
-                let private = load_key(private)?;
-                builder
-                    .with_client_auth_cert(chain, private)
-                    .map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, e.to_string()))?
-            }
-            // rustls takes a certificate only with its key; it has no key file default to look
-            // in, so a certificate without one is refused rather than silently not sent.
-            (Some(cert), None) if Path::new(cert).exists() => return Err(Outcome::failed(
+    let mut config = match (&key.cert, &key.key) {
+        (Some(cert), Some(private)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    Outcome::failed(ErrorClass::ClientKeyInvalid, format!("{cert}: {e}"))
+                })?;
+            let private = load_key(private)?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, e.to_string()))?
+        }
+        // rustls takes a certificate only with its key; it has no key file default to look
+        // in, so a certificate without one is refused rather than silently not sent.
+        (Some(cert), None) if Path::new(cert).exists() => {
+            return Err(Outcome::failed(
                 ErrorClass::ClientKeyInvalid,
                 format!(
                     "{cert}: sslcert without sslkey; with_client_auth_cert needs the private key"
                 ),
-            )),
-            _ => builder.with_no_client_auth(),
-        };
+            ))
+        }
+        _ => builder.with_no_client_auth(),
+    };
     if key.direct {
         config.alpn_protocols = vec![b"postgresql".to_vec()];
     }
