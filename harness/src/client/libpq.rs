@@ -407,3 +407,45 @@ pub(crate) fn classify(msg: &str) -> Outcome {
         .map_or(ErrorClass::Unclassified, |(_, c)| *c);
     Outcome::failed(class, msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(msg: &str) -> ErrorClass {
+        match classify(msg) {
+            Outcome::Failed { class, .. } => class,
+            other => panic!("a failure, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_12_texts_are_classified() {
+        let at = "connection to server at \"127.0.0.1\", port 5432 failed: ";
+        for (alert, want) in [
+            ("bad certificate", ErrorClass::ClientCertUntrusted),
+            ("unsupported certificate", ErrorClass::ClientCertUntrusted),
+            ("certificate unknown", ErrorClass::ClientCertUntrusted),
+            ("decrypt error", ErrorClass::ClientCertUntrusted),
+        ] {
+            assert_eq!(class(&format!("{at}SSL error: ssl/tls alert {alert}")), want);
+        }
+        assert_eq!(
+            class(&format!("{at}could not read certificate file \"x\": ca md too weak")),
+            ErrorClass::ClientKeyInvalid
+        );
+        assert_eq!(
+            class("could not match 2 host names to 3 hostaddr values"),
+            ErrorClass::InvalidOption
+        );
+        assert_eq!(
+            class(&format!("{at}host name must be specified for a verified SSL connection")),
+            ErrorClass::InvalidOption
+        );
+        assert_eq!(
+            class(&format!("{at}SSL certificate's name contains embedded null")),
+            ErrorClass::HostnameMismatch
+        );
+        assert_eq!(class("something never seen"), ErrorClass::Unclassified);
+    }
+}

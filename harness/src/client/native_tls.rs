@@ -259,3 +259,30 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
     let class = super::classify_text(&raw, &[TABLE, OPENSSL_ALERTS, super::DRIVER_ERRORS]);
     Outcome::failed(class, raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openssl_alerts_and_build_errors_are_classified() {
+        let c = |raw: &str| super::super::classify_text(raw, &[OPENSSL_ALERTS]);
+        assert_eq!(
+            c("error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate"),
+            ErrorClass::ClientCertUntrusted
+        );
+        assert_eq!(
+            c("error:0A00041B:SSL routines:ssl3_read_bytes:tlsv1 alert decrypt error"),
+            ErrorClass::ClientCertUntrusted
+        );
+        assert_eq!(
+            c("error:0A000126:SSL routines::ssl3 ext invalid servername"),
+            ErrorClass::InvalidOption
+        );
+        assert_eq!(
+            c("TlsConnector::build: error:0A00018F:SSL routines:SSL_CTX_use_certificate:ee key too small"),
+            ErrorClass::ClientKeyInvalid
+        );
+        assert_eq!(c("anything else"), ErrorClass::Unclassified);
+    }
+}

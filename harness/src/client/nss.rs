@@ -1026,6 +1026,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn constraint_errors_and_database_builds_are_classified() {
+        for name in [
+            "SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID",
+            "SEC_ERROR_CERT_NOT_IN_NAME_SPACE",
+            "SEC_ERROR_UNKNOWN_CRITICAL_EXTENSION",
+            "SEC_ERROR_CRL_BAD_SIGNATURE",
+        ] {
+            let ChildResult::Failed { class, .. } = classify_nss(format!("{name}: text")) else {
+                panic!("a failure")
+            };
+            assert_eq!(class, ErrorClass::ServerCertUntrusted, "{name}");
+        }
+        assert_eq!(
+            db_build_class("building the NSS database: crlutil -I failed: crlutil: unable to import CRL"),
+            ErrorClass::ServerCertUntrusted
+        );
+        assert_eq!(
+            db_build_class("building the NSS database: key values mismatch"),
+            ErrorClass::ClientKeyInvalid
+        );
+        assert_eq!(
+            db_build_class("building the NSS database: certutil -N failed: x"),
+            ErrorClass::Unclassified
+        );
+    }
+
+    #[test]
     fn nss_error_names_are_found_after_a_tools_own_words() {
         let tstclnt = "tstclnt: read from socket failed: SSL_ERROR_BAD_CERT_DOMAIN: Unable to communicate securely with peer: requested domain name does not match the server's certificate.";
         assert_eq!(nss_error_name(tstclnt), Some("SSL_ERROR_BAD_CERT_DOMAIN"));

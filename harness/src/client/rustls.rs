@@ -622,6 +622,27 @@ mod tests {
     }
 
     #[test]
+    fn alerts_and_crl_errors_are_classified() {
+        let alert = |a| classify_rustls(&rustls::Error::AlertReceived(a));
+        assert_eq!(
+            alert(AlertDescription::HandshakeFailure),
+            Some(ErrorClass::ProtocolVersion)
+        );
+        assert_eq!(
+            alert(AlertDescription::BadCertificate),
+            Some(ErrorClass::ClientCertUntrusted)
+        );
+        assert_eq!(alert(AlertDescription::DecodeError), None);
+        let crl = rustls::Error::InvalidCertRevocationList(
+            rustls::CertRevocationListError::BadSignature,
+        );
+        assert_eq!(
+            classify_rustls(&crl),
+            Some(ErrorClass::ServerCertUntrusted)
+        );
+    }
+
+    #[test]
     fn protocol_bounds() {
         assert_eq!(protocol_versions(None, None).unwrap().len(), 2);
         assert_eq!(protocol_versions(Some("TLSv1.3"), None).unwrap().len(), 1);
