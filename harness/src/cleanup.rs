@@ -216,6 +216,7 @@ pub fn create_run_dir() -> std::io::Result<tempfile::TempDir> {
 /// Removes run directories whose owner is gone, stopping any server still running in them.
 /// Returns how many directories were reaped.
 pub fn reap_stale() -> usize {
+    crate::cache::reap_abandoned_staging(&crate::pki::cache_root());
     let Ok(entries) = std::fs::read_dir(run_root()) else {
         return 0;
     };

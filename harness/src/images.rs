@@ -58,6 +58,12 @@ pub fn build(dir: &Path, names: &[String]) -> Result<()> {
         .filter(|r| names.is_empty() || names.contains(&r.name))
     {
         let image = format!("{}/{}", crate::runtime::docker::IMAGE_REPO, r.name);
+        // Two runs building the same image at once would both debootstrap; the second waits
+        // here and then finds the image.
+        let root = crate::pki::cache_root();
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("creating the cache directory {}", root.display()))?;
+        let _lock = crate::cache::lock(&root, &format!("image-{}", r.name))?;
         if crate::runtime::docker::image_exists(&image) {
             eprintln!("pgssl: image {image} exists");
             continue;

@@ -4,6 +4,7 @@
 //! [`scenario`]), a [`runtime`] starts server builds, [`client`] stacks connect, outcomes are
 //! judged ([`outcome`]) and every result is an event for the [`report`] sinks ([`runner`]).
 
+pub mod cache;
 pub mod cleanup;
 pub mod client;
 pub mod error_class;

@@ -39,24 +39,10 @@ pub(crate) struct NssDbs {
     dir: Arc<PathBuf>,
 }
 
-/// Written into a database directory once it is complete; a directory without it is ignored.
-const BUILT: &str = "pgssl-built";
-
 impl NssDbs {
     pub(crate) fn new() -> Self {
         let dir = crate::pki::cache_root().join("nss-client");
         std::fs::create_dir_all(&dir).expect("NSS database cache directory");
-        // Builds a killed run left behind (a live one finishes within the tools' deadlines).
-        let stale = std::time::SystemTime::now() - Duration::from_secs(600);
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < stale);
-            if old && e.file_name().to_string_lossy().starts_with("building-") {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
         NssDbs {
             dbs: Arc::default(),
             dir: Arc::new(dir),
@@ -286,8 +272,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
     let db = match slot.as_ref() {
         Some(built) => built.clone()?,
         None => {
-            let d = dir.join(format!("db-{}", digest(format!("{plan:?}").as_bytes())));
-            let built = build_once(&d, &plan).map_err(|e| {
+            let built = build_once(dir, &plan).map_err(|e| {
                 let raw = format!("building the NSS database: {e:#}");
                 Outcome::failed(db_build_class(&raw), raw)
             });
@@ -319,28 +304,13 @@ fn db_build_class(raw: &str) -> ErrorClass {
     super::classify_text(raw, &[TABLE])
 }
 
-/// The database at `d`, from an earlier run or built now: built aside and renamed into place,
-/// so a killed run or a concurrent one never leaves or sees a half-made database.
-fn build_once(d: &Path, plan: &DbPlan) -> anyhow::Result<PathBuf> {
-    if d.join(BUILT).exists() {
-        return Ok(d.to_path_buf());
-    }
-    let parent = d.parent().unwrap_or(Path::new("."));
-    let scratch = tempfile::Builder::new()
-        .prefix("building-")
-        .tempdir_in(parent)?;
-    crate::pki::nss::build(scratch.path(), plan)?;
-    std::fs::write(scratch.path().join(BUILT), "")?;
-    let _ = std::fs::remove_dir_all(d); // an incomplete one from a killed run
-    match std::fs::rename(scratch.path(), d) {
-        Ok(()) => {
-            let _ = scratch.keep();
-        }
-        // Another run finished the same database first.
-        Err(_) if d.join(BUILT).exists() => {}
-        Err(e) => return Err(e.into()),
-    }
-    Ok(d.to_path_buf())
+/// The database for `plan`, from an earlier run or built now (once, under the cache's lock,
+/// aside and renamed into place): concurrent runs never see or remove a half-made one.
+fn build_once(dir: &Path, plan: &DbPlan) -> anyhow::Result<PathBuf> {
+    let key = format!("db-{}", digest(format!("{plan:?}").as_bytes()));
+    crate::cache::get_or_build(dir, &key, None, |staging| {
+        crate::pki::nss::build(staging, plan)
+    })
 }
 
 /// Writes a derived file once; concurrent attempts may want the same one, so it is written

@@ -11,13 +11,12 @@ pub use spec::{KeyFormat, PkiSpec, SpecFile};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// Bump when the generator's output changes for the same spec.
 const GENERATOR_VERSION: &str = "pgssl-pki-3";
 /// Certificates are valid for ten years from generation; regenerate well before that.
 const MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
-const COMPLETE_MARKER: &str = ".complete";
 
 /// A materialised PKI: every file of the spec, under one directory.
 #[derive(Debug, Clone)]
@@ -55,37 +54,20 @@ impl PkiSpec {
         hex::encode(&h.finalize()[..8])
     }
 
-    /// Returns the cached materialisation, generating it first if absent or too old.
-    /// Generation happens in a private directory renamed into place, so concurrent runs
-    /// never see half a PKI.
+    /// Returns the cached materialisation, generating it first if absent or too old. One
+    /// process generates (under the cache's lock) while concurrent runs and workers wait and
+    /// then share it; a stale PKI is replaced beside the old one, which servers of runs
+    /// started earlier may still be reading.
     pub fn materialize(&self, cache: &Path) -> Result<PkiDir> {
-        let dir = cache.join(format!("pki-{}", self.content_hash()));
-        let marker = dir.join(COMPLETE_MARKER);
-        let fresh = std::fs::metadata(&marker)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .is_some_and(|age| age < MAX_AGE);
-        if fresh {
-            return Ok(PkiDir { dir });
-        }
-        std::fs::create_dir_all(cache)
-            .with_context(|| format!("creating cache {}", cache.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".pki-tmp-")
-            .tempdir_in(cache)
-            .context("creating PKI staging directory")?;
-        generate::generate(self, tmp.path())
-            .with_context(|| format!("generating PKI from {}", self.path.display()))?;
-        std::fs::write(tmp.path().join(COMPLETE_MARKER), GENERATOR_VERSION)?;
-        let staged = tmp.keep();
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).ok();
-        }
-        if std::fs::rename(&staged, &dir).is_err() {
-            // Another run won the race with an equivalent PKI; use theirs.
-            std::fs::remove_dir_all(&staged).ok();
-        }
+        let dir = crate::cache::get_or_build(
+            cache,
+            &format!("pki-{}", self.content_hash()),
+            Some(MAX_AGE),
+            |staging| {
+                generate::generate(self, staging)
+                    .with_context(|| format!("generating PKI from {}", self.path.display()))
+            },
+        )?;
         Ok(PkiDir { dir })
     }
 }
@@ -96,7 +78,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
-        if name == COMPLETE_MARKER {
+        if name == crate::cache::COMPLETE {
             continue;
         }
         let target = to.join(&name);

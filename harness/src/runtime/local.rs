@@ -171,14 +171,26 @@ impl LocalRuntime {
         let key = hex::encode(
             &Sha256::digest(format!("{}\n{}", self.bindir.display(), self.version).as_bytes())[..8],
         );
-        let cache = crate::pki::cache_root();
-        let dir = cache.join(format!("initdb-{key}"));
-        if dir.join("PG_VERSION").exists() {
-            return Ok(dir);
-        }
+        // initdb runs in this run's directory (owned by the server's user), then the cluster
+        // is copied into the shared cache's staging directory.
         let work = self.run_dir.path().join("initdb");
-        std::fs::create_dir_all(&work)?;
-        chown_tree(&work, self.owner)?;
+        let dir = crate::cache::get_or_build(
+            &crate::pki::cache_root(),
+            &format!("initdb-{key}"),
+            None,
+            |staging| {
+                self.run_initdb(&work)?;
+                crate::pki::copy_tree(&work.join("data"), staging)
+            },
+        );
+        std::fs::remove_dir_all(&work).ok();
+        dir
+    }
+
+    /// initdb into `work/data`, with the include line the config writer relies on.
+    fn run_initdb(&self, work: &Path) -> Result<()> {
+        std::fs::create_dir_all(work)?;
+        chown_tree(work, self.owner)?;
         let data = work.join("data");
         let out = self
             .command("initdb")
@@ -211,17 +223,7 @@ impl LocalRuntime {
             conf,
             "\n# pgssl writes the scenario's settings here\ninclude_if_exists = 'pgssl.conf'"
         )?;
-        std::fs::create_dir_all(&cache)?;
-        let staging = tempfile::Builder::new()
-            .prefix(".initdb-tmp-")
-            .tempdir_in(&cache)?;
-        crate::pki::copy_tree(&data, staging.path())?;
-        let staged = staging.keep();
-        if std::fs::rename(&staged, &dir).is_err() {
-            std::fs::remove_dir_all(&staged).ok();
-        }
-        std::fs::remove_dir_all(&work).ok();
-        Ok(dir)
+        Ok(())
     }
 }
 
