@@ -295,20 +295,9 @@ fn session(conn: &Conn, sql: &str, deadline: Instant) -> Result<Session, Outcome
     Session::from_row(&cols).map_err(|e| Outcome::failed(ErrorClass::Unclassified, e))
 }
 
-/// libpq texts met by the X.509 edge cases (issue 12), checked before [`classify`]'s table;
-/// kept apart so they move to the stack's error table file as one block.
+/// libpq texts met by the X.509 edge cases (issue 12), checked (with OpenSSL's alerts) before
+/// [`classify`]'s table; kept apart so they move to the stack's error table file as one block.
 const ISSUE_12_TEXTS: &[(&str, ErrorClass)] = &[
-    // Alerts the server sends about our certificate, besides "unknown ca".
-    ("alert bad certificate", ErrorClass::ClientCertUntrusted),
-    (
-        "alert unsupported certificate",
-        ErrorClass::ClientCertUntrusted,
-    ),
-    ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
-    ("alert decrypt error", ErrorClass::ClientCertUntrusted),
-    // OpenSSL's security level refusing our own certificate when libpq loads it.
-    ("ee key too small", ErrorClass::ClientKeyInvalid),
-    ("ca md too weak", ErrorClass::ClientKeyInvalid),
     // A host list whose parts do not pair up.
     ("could not match", ErrorClass::InvalidOption),
     // libpq's own host name checks.
@@ -402,6 +391,7 @@ pub(crate) fn classify(msg: &str) -> Outcome {
     }
     let class = ISSUE_12_TEXTS
         .iter()
+        .chain(super::OPENSSL_ALERTS)
         .chain(TABLE)
         .find(|(needle, _)| msg.contains(needle))
         .map_or(ErrorClass::Unclassified, |(_, c)| *c);
@@ -428,10 +418,15 @@ mod tests {
             ("certificate unknown", ErrorClass::ClientCertUntrusted),
             ("decrypt error", ErrorClass::ClientCertUntrusted),
         ] {
-            assert_eq!(class(&format!("{at}SSL error: ssl/tls alert {alert}")), want);
+            assert_eq!(
+                class(&format!("{at}SSL error: ssl/tls alert {alert}")),
+                want
+            );
         }
         assert_eq!(
-            class(&format!("{at}could not read certificate file \"x\": ca md too weak")),
+            class(&format!(
+                "{at}could not read certificate file \"x\": ca md too weak"
+            )),
             ErrorClass::ClientKeyInvalid
         );
         assert_eq!(
@@ -439,11 +434,15 @@ mod tests {
             ErrorClass::InvalidOption
         );
         assert_eq!(
-            class(&format!("{at}host name must be specified for a verified SSL connection")),
+            class(&format!(
+                "{at}host name must be specified for a verified SSL connection"
+            )),
             ErrorClass::InvalidOption
         );
         assert_eq!(
-            class(&format!("{at}SSL certificate's name contains embedded null")),
+            class(&format!(
+                "{at}SSL certificate's name contains embedded null"
+            )),
             ErrorClass::HostnameMismatch
         );
         assert_eq!(class("something never seen"), ErrorClass::Unclassified);

@@ -211,25 +211,12 @@ fn build_connector(
         const TABLE: &[(&str, ErrorClass)] =
             &[("key values mismatch", ErrorClass::ClientKeyInvalid)];
         let raw = format!("TlsConnector::build: {e}");
-        Outcome::failed(super::classify_text(&raw, &[TABLE, OPENSSL_ALERTS]), raw)
+        Outcome::failed(
+            super::classify_text(&raw, &[TABLE, super::OPENSSL_ALERTS]),
+            raw,
+        )
     })
 }
-
-/// OpenSSL's words for what else the server or the client's own checks said (issue 12).
-const OPENSSL_ALERTS: &[(&str, ErrorClass)] = &[
-    ("alert bad certificate", ErrorClass::ClientCertUntrusted),
-    (
-        "alert unsupported certificate",
-        ErrorClass::ClientCertUntrusted,
-    ),
-    ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
-    // The server could not verify our CertificateVerify signature.
-    ("alert decrypt error", ErrorClass::ClientCertUntrusted),
-    // OpenSSL refuses a host name it cannot send as SNI (e.g. with a trailing dot).
-    ("ssl3 ext invalid servername", ErrorClass::InvalidOption),
-    ("ee key too small", ErrorClass::ClientKeyInvalid),
-    ("ca md too weak", ErrorClass::ClientKeyInvalid),
-];
 
 /// tokio-postgres / native-tls / OpenSSL errors to classes.
 fn classify(e: &tokio_postgres::Error) -> Outcome {
@@ -256,7 +243,7 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ("alert protocol version", ErrorClass::ProtocolVersion),
         ("no protocols available", ErrorClass::ProtocolVersion),
     ];
-    let class = super::classify_text(&raw, &[TABLE, OPENSSL_ALERTS, super::DRIVER_ERRORS]);
+    let class = super::classify_text(&raw, &[TABLE, super::OPENSSL_ALERTS, super::DRIVER_ERRORS]);
     Outcome::failed(class, raw)
 }
 
@@ -266,7 +253,7 @@ mod tests {
 
     #[test]
     fn openssl_alerts_and_build_errors_are_classified() {
-        let c = |raw: &str| super::super::classify_text(raw, &[OPENSSL_ALERTS]);
+        let c = |raw: &str| super::super::classify_text(raw, &[super::super::OPENSSL_ALERTS]);
         assert_eq!(
             c("error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate"),
             ErrorClass::ClientCertUntrusted

@@ -1009,7 +1009,9 @@ mod tests {
             assert_eq!(class, ErrorClass::ServerCertUntrusted, "{name}");
         }
         assert_eq!(
-            db_build_class("building the NSS database: crlutil -I failed: crlutil: unable to import CRL"),
+            db_build_class(
+                "building the NSS database: crlutil -I failed: crlutil: unable to import CRL"
+            ),
             ErrorClass::ServerCertUntrusted
         );
         assert_eq!(

@@ -633,13 +633,9 @@ mod tests {
             Some(ErrorClass::ClientCertUntrusted)
         );
         assert_eq!(alert(AlertDescription::DecodeError), None);
-        let crl = rustls::Error::InvalidCertRevocationList(
-            rustls::CertRevocationListError::BadSignature,
-        );
-        assert_eq!(
-            classify_rustls(&crl),
-            Some(ErrorClass::ServerCertUntrusted)
-        );
+        let crl =
+            rustls::Error::InvalidCertRevocationList(rustls::CertRevocationListError::BadSignature);
+        assert_eq!(classify_rustls(&crl), Some(ErrorClass::ServerCertUntrusted));
     }
 
     #[test]

@@ -626,10 +626,7 @@ fn crl(
     decoded.signature =
         x509_cert::der::asn1::BitString::from_bytes(&sig).map_err(|e| anyhow!("{e}"))?;
     let der = decoded.to_der().map_err(|e| anyhow!("{e}"))?;
-    Ok(
-        pkcs8::der::pem::encode_string("X509 CRL", LineEnding::LF, &der)
-            .map_err(|e| anyhow!("{e}"))?,
-    )
+    pkcs8::der::pem::encode_string("X509 CRL", LineEnding::LF, &der).map_err(|e| anyhow!("{e}"))
 }
 
 /// Builds a declared NSS database from the files generated above and checks that NSS lists
