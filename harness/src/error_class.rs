@@ -63,7 +63,7 @@ error_classes! {
     SslRequired = "ssl_required",
     /// GSSAPI encryption was required but cannot be had: no credentials, no server support, or a Unix socket.
     GssEncryptionUnavailable = "gss_encryption_unavailable",
-    /// Client and server share no TLS protocol version, or the client's bounds are invalid.
+    /// Client and server share no TLS protocol version (or no signature algorithm or cipher), or the client's bounds are invalid.
     ProtocolVersion = "protocol_version",
     /// The client rejected a connection option or its value before connecting.
     InvalidOption = "invalid_option",

@@ -9,7 +9,7 @@ use pgssl::error_class::ErrorClass;
 use pgssl::facts::ServerFacts;
 use pgssl::pki::PkiDir;
 use pgssl::runner::{
-    reload_setup, run_case, server_event, server_setup, CaseResult, Endpoint, Verdict,
+    evaluate, reload_setup, run_case, server_event, server_setup, CaseResult, Endpoint, Verdict,
 };
 use pgssl::runtime::{LocalRuntime, LogSource, Runtime, Server};
 use pgssl::scenario::{load_scenarios, Scenario};
@@ -195,10 +195,31 @@ fn main() {
                 let (shared, client) = (shared.clone(), client.clone());
                 let name = format!("{}@{}", case.id, client.facts().name);
                 trials.push(Trial::test(name, move || {
-                    let ready = shared
-                        .server_for(si)
-                        .map_err(|e| Failed::from(format!("harness error: {e}")))?;
                     let case = &shared.scenarios[si].cases[ci];
+                    let ready = match shared.server_for(si) {
+                        Ok(r) => r,
+                        // As `pgssl run`: a server that refuses to start is each case's
+                        // outcome, judged with the build's facts (overrides declare it).
+                        Err(e) if e.contains("server failed to start") => {
+                            let runtime = shared.runtime().map_err(Failed::from)?;
+                            let facts = pgssl::facts::BackendFacts {
+                                server: runtime
+                                    .detect_facts()
+                                    .map_err(|e| Failed::from(e.to_string()))?,
+                                client: client.facts().clone(),
+                            };
+                            let outcome =
+                                pgssl::outcome::Outcome::failed(ErrorClass::ServerStartFailed, e);
+                            return verdict(evaluate(
+                                case,
+                                &client.facts().name,
+                                &facts,
+                                outcome,
+                                0,
+                            ));
+                        }
+                        Err(e) => return Err(Failed::from(format!("harness error: {e}"))),
+                    };
                     // Log-checking scenarios need their attempts one at a time.
                     let _serial = shared.scenarios[si]
                         .checks_server_log()

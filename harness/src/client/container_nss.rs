@@ -329,6 +329,7 @@ impl Stderr {
 
 /// NSS's SEC_ERROR codes that vfychain prints as numbers, by name (stable since NSS 3.0).
 const SEC_ERROR_CODES: &[(i32, &str)] = &[
+    (-8187, "SEC_ERROR_INVALID_ARGS"),
     (-8183, "SEC_ERROR_BAD_DER"),
     (-8182, "SEC_ERROR_BAD_SIGNATURE"),
     (-8181, "SEC_ERROR_EXPIRED_CERTIFICATE"),
@@ -348,6 +349,7 @@ const SEC_ERROR_CODES: &[(i32, &str)] = &[
     (-8131, "SEC_ERROR_REVOKED_KEY"),
     (-8102, "SEC_ERROR_INADEQUATE_KEY_USAGE"),
     (-8101, "SEC_ERROR_INADEQUATE_CERT_TYPE"),
+    (-8080, "SEC_ERROR_CERT_NOT_IN_NAME_SPACE"),
     (-8078, "SEC_ERROR_CRL_NOT_YET_VALID"),
     (-8076, "SEC_ERROR_UNKNOWN_SIGNER"),
     (-8016, "SEC_ERROR_CERT_SIGNATURE_ALGORITHM_DISABLED"),
@@ -501,6 +503,13 @@ impl InContainer {
         };
         if start.verify == Verify::Chain {
             if let Err(raw) = self.vfychain(req, &sent).await {
+                // Newer vfychain (NSS 3.11x) reports a name outside a CA's name constraints as
+                // invalid arguments against that CA: still its verdict on the chain.
+                if raw.starts_with("SEC_ERROR_INVALID_ARGS")
+                    && raw.contains("PROBLEM WITH THE CERT CHAIN")
+                {
+                    return failed(ErrorClass::ServerCertUntrusted, raw);
+                }
                 return classify_nss(raw);
             }
         }

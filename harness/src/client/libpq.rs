@@ -307,3 +307,58 @@ pub(crate) fn classify(errors: &ErrorTable, msg: &str) -> Outcome {
     let class = server_messages::classify(msg).unwrap_or_else(|| errors.class_of(msg, None));
     Outcome::failed(class, msg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(msg: &str) -> ErrorClass {
+        let table = ErrorTable::load(
+            &crate::client::registry::source_stacks_dir().join("libpq/errors.toml"),
+        )
+        .unwrap();
+        match classify(&table, msg) {
+            Outcome::Failed { class, .. } => class,
+            other => panic!("a failure, not {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_12_texts_are_classified() {
+        let at = "connection to server at \"127.0.0.1\", port 5432 failed: ";
+        for (alert, want) in [
+            ("bad certificate", ErrorClass::ClientCertUntrusted),
+            ("unsupported certificate", ErrorClass::ClientCertUntrusted),
+            ("certificate unknown", ErrorClass::ClientCertUntrusted),
+            ("decrypt error", ErrorClass::ClientCertUntrusted),
+        ] {
+            assert_eq!(
+                class(&format!("{at}SSL error: ssl/tls alert {alert}")),
+                want
+            );
+        }
+        assert_eq!(
+            class(&format!(
+                "{at}could not read certificate file \"x\": ca md too weak"
+            )),
+            ErrorClass::ClientKeyInvalid
+        );
+        assert_eq!(
+            class("could not match 2 host names to 3 hostaddr values"),
+            ErrorClass::InvalidOption
+        );
+        assert_eq!(
+            class(&format!(
+                "{at}host name must be specified for a verified SSL connection"
+            )),
+            ErrorClass::InvalidOption
+        );
+        assert_eq!(
+            class(&format!(
+                "{at}SSL certificate's name contains embedded null"
+            )),
+            ErrorClass::HostnameMismatch
+        );
+        assert_eq!(class("something never seen"), ErrorClass::Unclassified);
+    }
+}

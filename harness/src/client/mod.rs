@@ -187,6 +187,23 @@ pub(crate) const DRIVER_ERRORS: &[(&str, ErrorClass)] = &[
     ("unexpected EOF", ErrorClass::IoError),
 ];
 
+/// OpenSSL's words (libpq and native-tls) for the server's alerts about our certificate and
+/// for its own refusals of a host name or a client certificate (issue 12).
+pub(crate) const OPENSSL_ALERTS: &[(&str, ErrorClass)] = &[
+    ("alert bad certificate", ErrorClass::ClientCertUntrusted),
+    (
+        "alert unsupported certificate",
+        ErrorClass::ClientCertUntrusted,
+    ),
+    ("alert certificate unknown", ErrorClass::ClientCertUntrusted),
+    // The server could not verify our CertificateVerify signature.
+    ("alert decrypt error", ErrorClass::ClientCertUntrusted),
+    // OpenSSL refuses a host name it cannot send as SNI (e.g. with a trailing dot).
+    ("ssl3 ext invalid servername", ErrorClass::InvalidOption),
+    ("ee key too small", ErrorClass::ClientKeyInvalid),
+    ("ca md too weak", ErrorClass::ClientKeyInvalid),
+];
+
 /// The class of the first needle (from the tables, in order) found in `raw`, ignoring case:
 /// libraries change the case of their reasons between versions. `unclassified` otherwise.
 pub(crate) fn classify_text(raw: &str, tables: &[&[(&str, ErrorClass)]]) -> ErrorClass {

@@ -174,6 +174,18 @@ fn build_connector(
             }
         }
     }
+    if let (Some(cert), None) = (request.get("sslcert"), request.get("sslkey")) {
+        // Identity::from_pkcs8 takes a certificate only with its key, and native-tls has no
+        // key file default: refused rather than silently sending no certificate.
+        if std::path::Path::new(cert).exists() {
+            return Err(Outcome::failed(
+                ErrorClass::ClientKeyInvalid,
+                format!(
+                    "{cert}: sslcert without sslkey; Identity::from_pkcs8 needs the private key"
+                ),
+            ));
+        }
+    }
     if let (Some(cert), Some(key)) = (request.get("sslcert"), request.get("sslkey")) {
         let read = |p: &str| {
             std::fs::read(p).map_err(|e| {
@@ -196,12 +208,13 @@ fn build_connector(
         postgres_native_tls::set_postgresql_alpn(&mut builder);
     }
     builder.build().map_err(|e| {
-        let class = if e.to_string().contains("key values mismatch") {
-            ErrorClass::ClientKeyInvalid
-        } else {
-            ErrorClass::Unclassified
-        };
-        Outcome::failed(class, format!("TlsConnector::build: {e}"))
+        const TABLE: &[(&str, ErrorClass)] =
+            &[("key values mismatch", ErrorClass::ClientKeyInvalid)];
+        let raw = format!("TlsConnector::build: {e}");
+        Outcome::failed(
+            super::classify_text(&raw, &[TABLE, super::OPENSSL_ALERTS]),
+            raw,
+        )
     })
 }
 
@@ -230,6 +243,33 @@ fn classify(e: &tokio_postgres::Error) -> Outcome {
         ("alert protocol version", ErrorClass::ProtocolVersion),
         ("no protocols available", ErrorClass::ProtocolVersion),
     ];
-    let class = super::classify_text(&raw, &[TABLE, super::DRIVER_ERRORS]);
+    let class = super::classify_text(&raw, &[TABLE, super::OPENSSL_ALERTS, super::DRIVER_ERRORS]);
     Outcome::failed(class, raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openssl_alerts_and_build_errors_are_classified() {
+        let c = |raw: &str| super::super::classify_text(raw, &[super::super::OPENSSL_ALERTS]);
+        assert_eq!(
+            c("error:0A000412:SSL routines:ssl3_read_bytes:sslv3 alert bad certificate"),
+            ErrorClass::ClientCertUntrusted
+        );
+        assert_eq!(
+            c("error:0A00041B:SSL routines:ssl3_read_bytes:tlsv1 alert decrypt error"),
+            ErrorClass::ClientCertUntrusted
+        );
+        assert_eq!(
+            c("error:0A000126:SSL routines::ssl3 ext invalid servername"),
+            ErrorClass::InvalidOption
+        );
+        assert_eq!(
+            c("TlsConnector::build: error:0A00018F:SSL routines:SSL_CTX_use_certificate:ee key too small"),
+            ErrorClass::ClientKeyInvalid
+        );
+        assert_eq!(c("anything else"), ErrorClass::Unclassified);
+    }
 }

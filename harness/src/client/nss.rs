@@ -94,7 +94,7 @@ fn nss_version() -> String {
 }
 
 /// What the child needs for one attempt.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildRequest {
     pub params: Vec<(String, String)>,
     pub db: PathBuf,
@@ -208,8 +208,18 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         write_once(&cert_path, &chain[0].to_pem().unwrap_or_default());
         write_once(&key_path, &key_pem);
         plan.keys.push(("client".into(), cert_path, key_path));
-        // Intermediates sent along with the leaf: present, not trusted.
+        // Intermediates sent along with the leaf: present, not trusted. One that is also a
+        // trust anchor is already there; importing it again would take its trust away.
+        let anchors: Vec<Vec<u8>> = plan
+            .certs
+            .iter()
+            .filter_map(|(_, p, _)| std::fs::read(p).ok())
+            .filter_map(|pem| X509::from_pem(&pem).and_then(|c| c.to_der()).ok())
+            .collect();
         for (i, c) in chain.iter().enumerate().skip(1) {
+            if c.to_der().is_ok_and(|der| anchors.contains(&der)) {
+                continue;
+            }
             let path = files.join(format!("{tag}-chain{i}.pem"));
             write_once(&path, &c.to_pem().unwrap_or_default());
             subjects.push(c.subject_name().to_der().unwrap_or_default());
@@ -264,13 +274,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         None => {
             let built = build_once(dir, &plan).map_err(|e| {
                 let raw = format!("building the NSS database: {e:#}");
-                // pk12util cannot take a key that does not belong to its certificate.
-                let class = if raw.contains("key values mismatch") {
-                    ErrorClass::ClientKeyInvalid
-                } else {
-                    ErrorClass::Unclassified
-                };
-                Outcome::failed(class, raw)
+                Outcome::failed(db_build_class(&raw), raw)
             });
             *slot = Some(built.clone());
             built?
@@ -285,6 +289,19 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         sql: request.session_sql(),
         env: request.env.clone(),
     })
+}
+
+/// The class of a database the options could not become: NSS's tools refuse what NSS would.
+fn db_build_class(raw: &str) -> ErrorClass {
+    const TABLE: &[(&str, ErrorClass)] = &[
+        // pk12util (or the PKCS#12 step) with a key that is not its certificate's.
+        ("key values mismatch", ErrorClass::ClientKeyInvalid),
+        ("key type mismatch", ErrorClass::ClientKeyInvalid),
+        ("pk12util", ErrorClass::ClientKeyInvalid),
+        // crlutil verifies a list on import; one it refuses leaves the server unverifiable.
+        ("crlutil", ErrorClass::ServerCertUntrusted),
+    ];
+    super::classify_text(raw, &[TABLE])
 }
 
 /// The database for `plan`, from an earlier run or built now (once, under the cache's lock,
@@ -393,9 +410,63 @@ pub(crate) trait TlsPath: Send + Sync {
     fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult>;
 }
 
+/// libpq's host lists: `host`, `hostaddr` and `port` may each list several comma-separated
+/// values, tried in order, each with [`by_mode_one`]. As libpq (15 here), only a host that
+/// cannot be reached moves on to the next; a TLS or server verdict ends the attempt.
+pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
+    let list = |k: &str| -> Vec<String> {
+        get(req, k)
+            .map(|v| v.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let (hosts, addrs, ports) = (list("host"), list("hostaddr"), list("port"));
+    let n = hosts.len().max(addrs.len());
+    if n <= 1 && ports.len() <= 1 {
+        return by_mode_one(req, path).await;
+    }
+    let fits = |v: &Vec<String>| v.is_empty() || v.len() == n;
+    if !fits(&hosts) || !fits(&addrs) || !(ports.len() <= 1 || ports.len() == n) {
+        return failed(
+            ErrorClass::InvalidOption,
+            format!(
+                "could not match {} host names to {} hostaddr values and {} port numbers",
+                hosts.len(),
+                addrs.len(),
+                ports.len()
+            ),
+        );
+    }
+    let mut last = failed(ErrorClass::InvalidOption, "empty host list");
+    for i in 0..n {
+        let mut one = req.clone();
+        for (key, values) in [("host", &hosts), ("hostaddr", &addrs), ("port", &ports)] {
+            let Some(v) = values.get(i).or(values.first()) else {
+                continue;
+            };
+            for (k, val) in one.params.iter_mut() {
+                if k == key {
+                    *val = v.clone();
+                }
+            }
+        }
+        last = by_mode_one(&one, path).await;
+        let next_host = matches!(
+            &last,
+            ChildResult::Failed {
+                class: ErrorClass::IoError | ErrorClass::Timeout,
+                ..
+            }
+        );
+        if !next_host {
+            break;
+        }
+    }
+    last
+}
+
 /// libpq's sslmode semantics around a stack's TLS path: option checks, plaintext for
 /// disable, allow's and prefer's second tries.
-pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
+async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
     // As libpq, the version bounds are checked whatever the mode.
     for key in ["ssl_min_protocol_version", "ssl_max_protocol_version"] {
         if let Some(v) = get(req, key).filter(|v| !v.is_empty()) {
@@ -836,6 +907,32 @@ pub(crate) fn classify_nss(raw: String) -> ChildResult {
         ),
         ("SEC_ERROR_BAD_SIGNATURE", ErrorClass::ServerCertUntrusted),
         ("SEC_ERROR_CRL_EXPIRED", ErrorClass::ServerCertUntrusted),
+        // CA constraints and extensions (issue 12's X.509 edge cases).
+        (
+            "SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_CERT_NOT_IN_NAME_SPACE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_UNKNOWN_CRITICAL_EXTENSION",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_CERT_SIGNATURE_ALGORITHM_DISABLED",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        (
+            "SEC_ERROR_CRL_BAD_SIGNATURE",
+            ErrorClass::ServerCertUntrusted,
+        ),
+        ("SEC_ERROR_CRL_INVALID", ErrorClass::ServerCertUntrusted),
+        (
+            "SEC_ERROR_CRL_NOT_YET_VALID",
+            ErrorClass::ServerCertUntrusted,
+        ),
         (
             "SSL_ERROR_UNKNOWN_CA_ALERT",
             ErrorClass::ClientCertUntrusted,
@@ -907,6 +1004,35 @@ pub(crate) fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constraint_errors_and_database_builds_are_classified() {
+        for name in [
+            "SEC_ERROR_PATH_LEN_CONSTRAINT_INVALID",
+            "SEC_ERROR_CERT_NOT_IN_NAME_SPACE",
+            "SEC_ERROR_UNKNOWN_CRITICAL_EXTENSION",
+            "SEC_ERROR_CRL_BAD_SIGNATURE",
+        ] {
+            let ChildResult::Failed { class, .. } = classify_nss(format!("{name}: text")) else {
+                panic!("a failure")
+            };
+            assert_eq!(class, ErrorClass::ServerCertUntrusted, "{name}");
+        }
+        assert_eq!(
+            db_build_class(
+                "building the NSS database: crlutil -I failed: crlutil: unable to import CRL"
+            ),
+            ErrorClass::ServerCertUntrusted
+        );
+        assert_eq!(
+            db_build_class("building the NSS database: key values mismatch"),
+            ErrorClass::ClientKeyInvalid
+        );
+        assert_eq!(
+            db_build_class("building the NSS database: certutil -N failed: x"),
+            ErrorClass::Unclassified
+        );
+    }
 
     #[test]
     fn nss_error_names_are_found_after_a_tools_own_words() {

@@ -244,6 +244,16 @@ fn build_config(key: &ConfigKey) -> Result<ClientConfig, Outcome> {
                 .with_client_auth_cert(chain, private)
                 .map_err(|e| Outcome::failed(ErrorClass::ClientKeyInvalid, e.to_string()))?
         }
+        // rustls takes a certificate only with its key; it has no key file default to look
+        // in, so a certificate without one is refused rather than silently not sent.
+        (Some(cert), None) if Path::new(cert).exists() => {
+            return Err(Outcome::failed(
+                ErrorClass::ClientKeyInvalid,
+                format!(
+                    "{cert}: sslcert without sslkey; with_client_auth_cert needs the private key"
+                ),
+            ))
+        }
         _ => builder.with_no_client_auth(),
     };
     if key.direct {
@@ -569,9 +579,13 @@ fn classify_rustls(e: &rustls::Error) -> Option<ErrorClass> {
             AlertDescription::CertificateRevoked => ErrorClass::ClientCertRevoked,
             AlertDescription::CertificateRequired => ErrorClass::ClientCertRequired,
             AlertDescription::ProtocolVersion => ErrorClass::ProtocolVersion,
+            // No signature scheme or cipher in common (e.g. an RSA-PSS server key).
+            AlertDescription::HandshakeFailure => ErrorClass::ProtocolVersion,
             _ => return None,
         },
         E::PeerIncompatible(_) => ErrorClass::ProtocolVersion,
+        // A list it could not use (bad signature, unsupported form): no verdict on the server.
+        E::InvalidCertRevocationList(_) => ErrorClass::ServerCertUntrusted,
         _ => return None,
     })
 }
@@ -605,6 +619,23 @@ mod tests {
     #[test]
     fn version_fact_comes_from_the_lockfile() {
         assert!(locked_version("rustls").starts_with("0.23."));
+    }
+
+    #[test]
+    fn alerts_and_crl_errors_are_classified() {
+        let alert = |a| classify_rustls(&rustls::Error::AlertReceived(a));
+        assert_eq!(
+            alert(AlertDescription::HandshakeFailure),
+            Some(ErrorClass::ProtocolVersion)
+        );
+        assert_eq!(
+            alert(AlertDescription::BadCertificate),
+            Some(ErrorClass::ClientCertUntrusted)
+        );
+        assert_eq!(alert(AlertDescription::DecodeError), None);
+        let crl =
+            rustls::Error::InvalidCertRevocationList(rustls::CertRevocationListError::BadSignature);
+        assert_eq!(classify_rustls(&crl), Some(ErrorClass::ServerCertUntrusted));
     }
 
     #[test]

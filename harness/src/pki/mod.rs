@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bump when the generator's output changes for the same spec.
-const GENERATOR_VERSION: &str = "pgssl-pki-2";
+const GENERATOR_VERSION: &str = "pgssl-pki-3";
 /// Certificates are valid for ten years from generation; regenerate well before that.
 const MAX_AGE: Duration = Duration::from_secs(180 * 24 * 3600);
 

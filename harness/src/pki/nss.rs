@@ -55,10 +55,18 @@ fn run(cmd: &mut Command) -> Result<String> {
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
+        // The tool and its operation, then what it said: the full command line (scratch
+        // paths, password file) says nothing to a reader of the outcome.
+        let op = cmd
+            .get_args()
+            .next()
+            .map(|a| a.to_string_lossy().into_owned());
         bail!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            "{} {} failed: {}{}",
+            cmd.get_program().to_string_lossy(),
+            op.unwrap_or_default(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

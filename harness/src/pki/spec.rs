@@ -64,20 +64,31 @@ pub struct CertSpec {
     /// Subject in OpenSSL's slash form, attributes in order: `/CN=x/OU=a/OU=b/O=PGDG`.
     /// UTF-8 is allowed; `\/` is a literal slash.
     pub subject: String,
-    /// The CA that signs it; absent for a self-signed root (CAs only).
+    /// The certificate that signs it: a `[ca.*]`, or a `[cert.*]` for an issuer that is not a
+    /// CA. Absent for a self-signed root (CAs only).
     pub issuer: Option<String>,
-    /// Key algorithm.
+    /// Key algorithm; default `rsa`. Not with `key_from`.
+    pub key: Option<KeyAlg>,
+    /// Use the key of another certificate (by name) instead of a new one: the same subject
+    /// and key under two issuers is a cross-signed certificate.
+    pub key_from: Option<String>,
+    /// Signature hash the issuer signs with; default `sha256`.
     #[serde(default)]
-    pub key: KeyAlg,
+    pub signature: SignatureAlg,
     /// DNS subjectAltNames, verbatim (any text, including IP-looking text).
     #[serde(default)]
     pub dns: Vec<String>,
     /// IP address subjectAltNames (v4 or v6).
     #[serde(default)]
     pub ip: Vec<String>,
-    /// Extended key usages.
+    /// Extended key usages: `server_auth`, `client_auth`, `code_signing`,
+    /// `email_protection`, `any` (anyExtendedKeyUsage) or a dotted OID. Empty: no extension.
     #[serde(default)]
-    pub eku: Vec<Eku>,
+    pub eku: Vec<String>,
+    /// keyUsage bits (`digital_signature`, `content_commitment`, `key_encipherment`,
+    /// `data_encipherment`, `key_agreement`, `key_cert_sign`, `crl_sign`). Absent: CAs get
+    /// key_cert_sign, crl_sign and digital_signature, leaves no extension; `[]`: none.
+    pub key_usage: Option<Vec<KeyUsage>>,
     /// Validity relative to generation time.
     #[serde(default)]
     pub validity: Validity,
@@ -85,6 +96,53 @@ pub struct CertSpec {
     /// section would), which sslinfo's `ssl_extension_info()` then reports.
     #[serde(default)]
     pub basic_constraints: bool,
+    /// CAs only: pathLenConstraint in basicConstraints.
+    pub path_len: Option<u8>,
+    /// CAs only: the nameConstraints extension (critical).
+    pub name_constraints: Option<NameConstraintsSpec>,
+    /// Further extensions, each with an ASN.1 NULL value: an OID no client knows, marked
+    /// critical, is one a verifier must refuse.
+    #[serde(default)]
+    pub extra_extensions: Vec<ExtraExtension>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameConstraintsSpec {
+    /// DNS subtrees names must lie in (`example.test` covers it and its subdomains).
+    #[serde(default)]
+    pub permitted_dns: Vec<String>,
+    /// DNS subtrees names must not lie in.
+    #[serde(default)]
+    pub excluded_dns: Vec<String>,
+    /// IP subnets (CIDR, `192.0.2.0/24`) addresses must lie in.
+    #[serde(default)]
+    pub permitted_ip: Vec<String>,
+    /// IP subnets addresses must not lie in.
+    #[serde(default)]
+    pub excluded_ip: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraExtension {
+    /// Dotted OID.
+    pub oid: String,
+    /// Marked critical.
+    #[serde(default)]
+    pub critical: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyUsage {
+    DigitalSignature,
+    ContentCommitment,
+    KeyEncipherment,
+    DataEncipherment,
+    KeyAgreement,
+    KeyCertSign,
+    CrlSign,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -95,13 +153,28 @@ pub enum KeyAlg {
     Rsa,
     /// ECDSA P-256.
     Ec,
+    /// RSA 1024 (legacy: below OpenSSL 3's default security level 2; made with OpenSSL).
+    Rsa1024,
+    /// RSA 2048 as an RSA-PSS key (id-RSASSA-PSS, as `openssl genpkey -algorithm rsa-pss`
+    /// makes; PostgreSQL's 002 test serves one). Made with OpenSSL.
+    RsaPss,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Eku {
-    ServerAuth,
-    ClientAuth,
+impl KeyAlg {
+    /// rcgen can neither make these keys nor sign with them; OpenSSL does both.
+    pub fn needs_openssl(self) -> bool {
+        matches!(self, KeyAlg::Rsa1024 | KeyAlg::RsaPss)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureAlg {
+    /// SHA-256 (with the issuer's key type: RSA PKCS#1 v1.5, ECDSA or RSA-PSS).
+    #[default]
+    Sha256,
+    /// SHA-1 (legacy: refused at OpenSSL 3's security level 1 and above). Made with OpenSSL.
+    Sha1,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -124,9 +197,35 @@ pub struct CrlSpec {
     /// Certificates (by name) listed as revoked; they must be issued by `issuer`.
     #[serde(default)]
     pub revoke: Vec<String>,
-    /// nextUpdate lies in the past.
+    /// Serials of certificates (by name) from other issuers, listed as revoked all the same.
     #[serde(default)]
-    pub expired: bool,
+    pub revoke_foreign: Vec<String>,
+    /// thisUpdate: `past` (a day before generation, default) or `future` (in a year).
+    #[serde(default)]
+    pub this_update: CrlTime,
+    /// nextUpdate: `future` (default), `past` (thirty days ago) or `absent` (no nextUpdate).
+    #[serde(default = "CrlTime::future")]
+    pub next_update: CrlTime,
+    /// A delta CRL (critical deltaCRLIndicator naming base CRL number 1; its own number 2).
+    #[serde(default)]
+    pub delta: bool,
+    /// Sign with this certificate's key instead of the issuer's (the issuer name stays).
+    pub signed_with: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlTime {
+    #[default]
+    Past,
+    Future,
+    Absent,
+}
+
+impl CrlTime {
+    fn future() -> Self {
+        CrlTime::Future
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -134,6 +233,10 @@ pub struct CrlSpec {
 pub struct BundleSpec {
     /// CA or leaf names, in file order.
     pub certs: Vec<String>,
+    /// Private keys (of CA or leaf names) appended after the certificates, PKCS#8 PEM: a
+    /// certificate and its key in one file.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -226,18 +329,32 @@ impl PkiSpec {
         }
         let names = |m: &BTreeMap<String, _>| m.keys().cloned().collect::<Vec<String>>();
         let list = |v: Vec<String>| v.join(", ");
+        let certs: BTreeSet<&String> = f.ca.keys().chain(f.cert.keys()).collect();
+        // Every issuer chain must end in a self-signed root: reject cycles (first, as the
+        // checks below follow issuers).
+        for name in &certs {
+            let mut seen = BTreeSet::new();
+            let mut cur = (*name).clone();
+            while let Some(issuer) = self.cert(&cur).and_then(|c| c.issuer.clone()) {
+                if !seen.insert(cur.clone()) {
+                    return Err(self.fail(name, format!("{name}: issuer chain loops")));
+                }
+                cur = issuer;
+            }
+        }
         for (name, c) in f.ca.iter().chain(f.cert.iter()) {
+            let is_ca = f.ca.contains_key(name);
             if let Some(issuer) = &c.issuer {
-                if !f.ca.contains_key(issuer) {
+                if !certs.contains(issuer) {
                     return Err(self.fail(
                         &format!("issuer = \"{issuer}\""),
                         format!(
-                            "{name}: issuer {issuer:?} is not a [ca.*]; expected one of: {}",
+                            "{name}: issuer {issuer:?} is not a [ca.*] or [cert.*]; expected one of: {}",
                             list(names(&f.ca))
                         ),
                     ));
                 }
-            } else if f.cert.contains_key(name) {
+            } else if !is_ca {
                 return Err(self.fail(
                     name,
                     format!("cert {name}: an end-entity certificate needs an issuer"),
@@ -249,17 +366,7 @@ impl PkiSpec {
                 ip.parse::<std::net::IpAddr>()
                     .map_err(|_| self.fail(ip, format!("{name}: {ip:?} is not an IP address")))?;
             }
-        }
-        // CAs must be declared in an order where each issuer exists: reject cycles.
-        for name in f.ca.keys() {
-            let mut seen = BTreeSet::new();
-            let mut cur = name.clone();
-            while let Some(issuer) = f.ca[&cur].issuer.clone() {
-                if !seen.insert(cur.clone()) {
-                    return Err(self.fail(name, format!("ca {name}: issuer chain loops")));
-                }
-                cur = issuer;
-            }
+            self.validate_extensions(name, c, is_ca)?;
         }
         let certs: BTreeSet<&String> = f.ca.keys().chain(f.cert.keys()).collect();
         for (name, crl) in &f.crl {
@@ -267,6 +374,35 @@ impl PkiSpec {
                 return Err(self.fail(
                     name,
                     format!("crl {name}: issuer {:?} is not a [ca.*]", crl.issuer),
+                ));
+            }
+            for other in crl.signed_with.iter().chain(&crl.revoke_foreign) {
+                if !certs.contains(other) {
+                    return Err(self.fail(
+                        other,
+                        format!("crl {name}: {other:?} is not a [ca.*] or [cert.*]"),
+                    ));
+                }
+            }
+            if crl.next_update == CrlTime::Past && crl.this_update == CrlTime::Future
+                || crl.this_update == CrlTime::Absent
+            {
+                return Err(self.fail(
+                    name,
+                    format!(
+                        "crl {name}: this_update is past or future and comes before next_update"
+                    ),
+                ));
+            }
+            if self.uses_openssl(&crl.issuer)
+                || crl
+                    .signed_with
+                    .as_ref()
+                    .is_some_and(|s| self.uses_openssl(s))
+            {
+                return Err(self.fail(
+                    name,
+                    format!("crl {name}: CRLs are signed by rcgen, which cannot sign with an rsa1024 or rsa-pss key nor for a CA made with OpenSSL"),
                 ));
             }
             for r in &crl.revoke {
@@ -286,7 +422,7 @@ impl PkiSpec {
             }
         }
         for (name, b) in &f.bundle {
-            for c in &b.certs {
+            for c in b.certs.iter().chain(&b.keys) {
                 if !certs.contains(c) {
                     return Err(
                         self.fail(name, format!("bundle {name}: {c:?} is not a certificate"))
@@ -308,13 +444,12 @@ impl PkiSpec {
             }
         }
         for (name, k) in &f.key_file {
-            let owner = f.ca.get(&k.key).or(f.cert.get(&k.key));
-            let Some(owner) = owner else {
+            if self.cert(&k.key).is_none() {
                 return Err(self.fail(
                     name,
                     format!("key_file {name}: {:?} is not a certificate", k.key),
                 ));
-            };
+            }
             let encrypted = matches!(
                 k.format,
                 KeyFormat::Pkcs8EncryptedPem | KeyFormat::Pkcs8EncryptedDer
@@ -322,7 +457,9 @@ impl PkiSpec {
             if encrypted != k.password.is_some() {
                 return Err(self.fail(name, format!("key_file {name}: a password goes with, and only with, the encrypted formats")));
             }
-            if k.format == KeyFormat::Pkcs1Pem && owner.key != KeyAlg::Rsa {
+            if k.format == KeyFormat::Pkcs1Pem
+                && !matches!(self.key_alg(&k.key), KeyAlg::Rsa | KeyAlg::Rsa1024)
+            {
                 return Err(self.fail(name, format!("key_file {name}: pkcs1-pem needs an RSA key")));
             }
             if let Some(m) = &k.mode {
@@ -397,6 +534,99 @@ impl PkiSpec {
             .chain(f.nss_db.keys())
     }
 
+    /// A CA or leaf by name.
+    pub fn cert(&self, name: &str) -> Option<&CertSpec> {
+        self.file.ca.get(name).or(self.file.cert.get(name))
+    }
+
+    /// The algorithm of a certificate's key, following `key_from`.
+    pub fn key_alg(&self, name: &str) -> KeyAlg {
+        let mut cur = name;
+        for _ in 0..64 {
+            let Some(c) = self.cert(cur) else { break };
+            match &c.key_from {
+                Some(from) => cur = from,
+                None => return c.key.unwrap_or_default(),
+            }
+        }
+        KeyAlg::default()
+    }
+
+    /// Whether the certificate is made with OpenSSL rather than rcgen: its key or signature
+    /// is one rcgen cannot handle, or so is its issuer's (whose name is then copied exactly).
+    pub fn uses_openssl(&self, name: &str) -> bool {
+        let Some(c) = self.cert(name) else {
+            return false;
+        };
+        self.key_alg(name).needs_openssl()
+            || c.signature == SignatureAlg::Sha1
+            || c.issuer.as_deref().is_some_and(|i| self.uses_openssl(i))
+    }
+
+    fn validate_extensions(&self, name: &str, c: &CertSpec, is_ca: bool) -> Result<(), LoadError> {
+        if let Some(from) = &c.key_from {
+            let Some(other) = self.cert(from) else {
+                return Err(self.fail(
+                    &format!("key_from = \"{from}\""),
+                    format!("{name}: key_from {from:?} is not a [ca.*] or [cert.*]"),
+                ));
+            };
+            if other.key_from.is_some() || c.key.is_some() || from == name {
+                return Err(self.fail(
+                    &format!("key_from = \"{from}\""),
+                    format!("{name}: key_from must name a certificate with its own key, and goes without `key`"),
+                ));
+            }
+        }
+        if !is_ca && (c.path_len.is_some() || c.name_constraints.is_some()) {
+            return Err(self.fail(
+                name,
+                format!("cert {name}: path_len and name_constraints belong to [ca.*]"),
+            ));
+        }
+        if is_ca && c.basic_constraints {
+            return Err(self.fail(
+                name,
+                format!("ca {name}: basic_constraints (CA:FALSE) is for leaves; a [cert.*] can be an issuer"),
+            ));
+        }
+        for e in &c.eku {
+            if super::generate::eku_oid(e).is_none() {
+                return Err(self.fail(
+                    e,
+                    format!("{name}: eku {e:?} is not server_auth, client_auth, code_signing, email_protection, any or a dotted OID"),
+                ));
+            }
+        }
+        for x in &c.extra_extensions {
+            if super::generate::parse_oid(&x.oid).is_none() {
+                return Err(self.fail(
+                    &x.oid,
+                    format!("{name}: extension OID {:?} is not dotted decimal", x.oid),
+                ));
+            }
+        }
+        if let Some(nc) = &c.name_constraints {
+            for cidr in nc.permitted_ip.iter().chain(&nc.excluded_ip) {
+                if cidr.parse::<rcgen::CidrSubnet>().is_err() || !cidr.contains('/') {
+                    return Err(self.fail(
+                        cidr,
+                        format!("{name}: name constraint {cidr:?} is not a CIDR subnet like 192.0.2.0/24"),
+                    ));
+                }
+            }
+        }
+        if self.uses_openssl(name)
+            && (c.name_constraints.is_some() || !c.extra_extensions.is_empty())
+        {
+            return Err(self.fail(
+                name,
+                format!("{name}: name_constraints and extra_extensions are not supported on certificates made with OpenSSL (legacy keys or signatures)"),
+            ));
+        }
+        Ok(())
+    }
+
     fn file_list(&self) -> Vec<String> {
         let f = &self.file;
         let mut out = Vec::new();
@@ -426,4 +656,65 @@ fn valid_trust(flags: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.chars().all(|c| "pPcCTu".contains(c)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(body: &str) -> Result<PkiSpec, LoadError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pki.toml");
+        std::fs::write(&path, body).unwrap();
+        PkiSpec::load(&path)
+    }
+
+    const ROOT: &str = "[ca.root]\nsubject = \"/CN=r\"\n";
+
+    fn error(body: &str) -> String {
+        let e = load(&format!("{ROOT}{body}")).expect_err("must not load");
+        format!(
+            "{}:{}: {}",
+            e.file.display(),
+            e.line.unwrap_or(0),
+            e.message
+        )
+    }
+
+    #[test]
+    fn extensions_load() {
+        let spec = load(&format!(
+            "{ROOT}[ca.cross]\nissuer = \"root\"\nkey_from = \"leaf\"\nsubject = \"/CN=x\"\npath_len = 0\n\
+             name_constraints = {{ permitted_dns = [\"a.test\"], excluded_ip = [\"192.0.2.0/24\"] }}\n\
+             [cert.leaf]\nissuer = \"root\"\nsubject = \"/CN=l\"\neku = [\"any\", \"1.2.3.4\"]\nkey_usage = []\n\
+             extra_extensions = [{{ oid = \"1.3.6.1.4.1.55555.1\", critical = true }}]\n\
+             [cert.below-leaf]\nissuer = \"leaf\"\nsubject = \"/CN=b\"\nsignature = \"sha1\"\n\
+             [crl.c]\nissuer = \"root\"\nnext_update = \"absent\"\ndelta = true\nsigned_with = \"leaf\"\nrevoke_foreign = [\"below-leaf\"]\n\
+             [bundle.both]\ncerts = [\"leaf\"]\nkeys = [\"leaf\"]\n"
+        ))
+        .unwrap();
+        assert!(spec.uses_openssl("below-leaf"));
+        assert!(!spec.uses_openssl("leaf"));
+        assert_eq!(spec.key_alg("cross"), KeyAlg::Rsa);
+    }
+
+    #[test]
+    fn bad_extensions_are_located() {
+        let e = error("[cert.l]\nissuer = \"root\"\nsubject = \"/CN=l\"\nkey_from = \"nobody\"\n");
+        assert!(e.contains(":6: l: key_from \"nobody\""), "{e}");
+        let e = error("[cert.l]\nissuer = \"root\"\nsubject = \"/CN=l\"\neku = [\"serverauth\"]\n");
+        assert!(e.contains(":6:") && e.contains("dotted OID"), "{e}");
+        let e = error("[ca.i]\nissuer = \"root\"\nsubject = \"/CN=i\"\nname_constraints = { permitted_ip = [\"192.0.2.1\"] }\n");
+        assert!(e.contains(":6:") && e.contains("CIDR"), "{e}");
+        let e = error("[cert.l]\nissuer = \"root\"\nsubject = \"/CN=l\"\npath_len = 1\n");
+        assert!(e.contains("belong to [ca.*]"), "{e}");
+        let e =
+            error("[ca.old]\nsubject = \"/CN=o\"\nkey = \"rsa-pss\"\n[crl.c]\nissuer = \"old\"\n");
+        assert!(e.contains("crl c:") && e.contains("rsa-pss"), "{e}");
+        let e =
+            error("[crl.c]\nissuer = \"root\"\nthis_update = \"future\"\nnext_update = \"past\"\n");
+        assert!(e.contains("this_update"), "{e}");
+        let e = error("[cert.a]\nissuer = \"b\"\nsubject = \"/CN=a\"\n[cert.b]\nissuer = \"a\"\nsubject = \"/CN=b\"\n");
+        assert!(e.contains("loops"), "{e}");
+    }
 }
