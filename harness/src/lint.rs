@@ -243,8 +243,10 @@ pub fn error_table_findings(
         };
         let file = folder.dir.join("errors.toml").display().to_string();
         for (class, case) in &expected_of(&folder.name) {
-            // `timeout` is the harness's own verdict on any stack.
+            // The harness's own verdicts on any stack: a deadline passed, or the scenario's
+            // server refused to start (each case's outcome then).
             if *class == ErrorClass::Timeout
+                || *class == ErrorClass::ServerStartFailed
                 || server.contains(class)
                 || table.rows.iter().any(|r| r.class == *class)
             {

@@ -187,8 +187,9 @@ pub(crate) const DRIVER_ERRORS: &[(&str, ErrorClass)] = &[
     ("unexpected EOF", ErrorClass::IoError),
 ];
 
-/// OpenSSL's words (libpq and native-tls) for the server's alerts about our certificate and
-/// for its own refusals of a host name or a client certificate (issue 12).
+/// OpenSSL's words (native-tls) for the server's alerts about our certificate and for its own
+/// refusals of a host name or a client certificate. libpq passes the same words on; its rows
+/// are in `stacks/libpq/errors.toml`.
 pub(crate) const OPENSSL_ALERTS: &[(&str, ErrorClass)] = &[
     ("alert bad certificate", ErrorClass::ClientCertUntrusted),
     (
