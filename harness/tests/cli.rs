@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{gone, pgssl, wait_for_server};
+use common::{gone, pgssl, postmaster_pid, private_run_root, wait_for_server, wait_for_server_in};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -99,20 +99,29 @@ fn ctrl_c_stops_servers_and_removes_files() {
 
 #[test]
 fn a_later_run_reaps_what_a_killed_run_left() {
+    // A run root of its own: any other pgssl run starting meanwhile (the other tests here)
+    // would reap the killed run first.
+    let root = private_run_root();
     let mut child = pgssl()
+        .env("PGSSL_RUN_ROOT", root.path())
         .args(["run", WRONG])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (dir, postmaster) = wait_for_server(child.id());
+    let (dir, pidfile) = wait_for_server_in(root.path(), child.id());
+    let postmaster = postmaster_pid(&pidfile).expect("postmaster pid");
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
         pgssl::cleanup::alive(postmaster),
         "a SIGKILLed run cannot clean up; the server should still be there"
     );
-    let out = pgssl().args(["run", WRONG]).output().unwrap();
+    let out = pgssl()
+        .env("PGSSL_RUN_ROOT", root.path())
+        .args(["run", WRONG])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(gone(postmaster), "postmaster {postmaster} was not reaped");
     assert!(!dir.exists(), "{} was not reaped", dir.display());
