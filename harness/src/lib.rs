@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cleanup;
 pub mod client;
 pub mod diff;
+pub mod drivers_doc;
 pub mod error_class;
 pub mod facts;
 pub mod images;

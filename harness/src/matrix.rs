@@ -18,13 +18,57 @@ pub struct MatrixConfig {
     pub servers: Vec<String>,
     /// Client stack names (`libpq`, `native-tls`, `libpq:<build>`, ...).
     pub clients: Vec<String>,
+    /// Clients that run against some server builds only (`[[only]]` tables); every other
+    /// client runs against every server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<Only>,
+}
+
+/// `[[only]] clients = [...] servers = [...]`: these clients, with these servers only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Only {
+    pub clients: Vec<String>,
+    pub servers: Vec<String>,
 }
 
 impl MatrixConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for o in &config.only {
+            let unknown = o
+                .clients
+                .iter()
+                .find(|c| !config.clients.contains(c))
+                .map(|c| format!("client {c:?} is not in `clients`"))
+                .or_else(|| {
+                    o.servers
+                        .iter()
+                        .find(|s| !config.servers.contains(s))
+                        .map(|s| format!("server {s:?} is not in `servers`"))
+                });
+            if let Some(m) = unknown {
+                anyhow::bail!("{}: [[only]]: {m}", path.display());
+            }
+        }
+        Ok(config)
+    }
+
+    /// The clients that run against `server`, in `clients` order.
+    pub fn clients_for(&self, server: &str) -> Vec<String> {
+        self.clients
+            .iter()
+            .filter(|c| {
+                self.only
+                    .iter()
+                    .filter(|o| o.clients.contains(c))
+                    .all(|o| o.servers.iter().any(|s| s == server))
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -67,7 +111,7 @@ pub fn backends(config: &MatrixConfig) -> Vec<String> {
     config
         .servers
         .iter()
-        .flat_map(|s| config.clients.iter().map(move |c| (s, c)))
+        .flat_map(|s| config.clients_for(s).into_iter().map(move |c| (s, c)))
         .map(|(s, c)| format!("{c}@{s}"))
         .collect()
 }

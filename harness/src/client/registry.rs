@@ -64,6 +64,10 @@ pub struct StackFile {
     /// Part of the default set of `pgssl run` (no `--client`).
     #[serde(default)]
     pub default: bool,
+    /// The TLS library, as the `client.tls_library` fact names it. Only docs/drivers.md reads
+    /// it (to select overrides without starting the stack); runs use what the stack reports.
+    #[serde(default)]
+    pub tls_library: String,
 }
 
 fn one() -> usize {
