@@ -63,7 +63,12 @@ pub fn drivers_doc(scenarios: &[Scenario], stacks: &Stacks) -> String {
         .values()
         .map(|f| (f.name.as_str(), f.spec.tls_library.as_str()))
         .collect();
-    let rank = |n: &str| COLUMN_ORDER.iter().position(|c| *c == n).unwrap_or(usize::MAX);
+    let rank = |n: &str| {
+        COLUMN_ORDER
+            .iter()
+            .position(|c| *c == n)
+            .unwrap_or(usize::MAX)
+    };
     columns.sort_by_key(|(n, _)| (rank(n), n.to_string()));
     // (column, group) -> the cases where the column's first matching override applies.
     let mut cells: BTreeMap<(usize, Group), Vec<Divergence>> = BTreeMap::new();
@@ -73,11 +78,14 @@ pub fn drivers_doc(scenarios: &[Scenario], stacks: &Stacks) -> String {
             for case in &s.cases {
                 let e = case.expectation_for(&facts);
                 if let Some(o) = e.overridden {
-                    cells.entry((col, case.group)).or_default().push(Divergence {
-                        case,
-                        instead: &o.expect,
-                        reason: &o.reason,
-                    });
+                    cells
+                        .entry((col, case.group))
+                        .or_default()
+                        .push(Divergence {
+                            case,
+                            instead: &o.expect,
+                            reason: &o.reason,
+                        });
                 }
             }
         }
