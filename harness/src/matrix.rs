@@ -206,4 +206,27 @@ mod tests {
             toml::from_str("servers = [\"a\", \"b\"]\nclients = [\"x\", \"y\"]").unwrap();
         assert_eq!(super::backends(&c), ["x@a", "y@a", "x@b", "y@b"]);
     }
+
+    #[test]
+    fn only_limits_clients_to_some_servers_and_names_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        let base = "servers = [\"a\", \"b\"]\nclients = [\"x\", \"y\"]\n";
+        std::fs::write(
+            &path,
+            format!("{base}[[only]]\nclients = [\"y\"]\nservers = [\"b\"]\n"),
+        )
+        .unwrap();
+        let c = super::MatrixConfig::load(&path).unwrap();
+        assert_eq!(c.clients_for("a"), ["x"]);
+        assert_eq!(c.clients_for("b"), ["x", "y"]);
+        assert_eq!(super::backends(&c), ["x@a", "x@b", "y@b"]);
+        std::fs::write(
+            &path,
+            format!("{base}[[only]]\nclients = [\"z\"]\nservers = [\"b\"]\n"),
+        )
+        .unwrap();
+        let err = super::MatrixConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("client \"z\" is not in `clients`"), "{err}");
+    }
 }
