@@ -100,9 +100,9 @@ enum Command {
         /// Scenario files or directories (default: scenarios/).
         scenarios: Vec<PathBuf>,
     },
-    /// One NSS connection attempt in a process of its own (used by the nss client stack).
+    /// NSS connection attempts one at a time, a JSON line each (the nss client stack's workers).
     #[command(hide = true)]
-    NssAttempt,
+    NssWorker,
     /// One attempt of any local stack in a process of its own, for cases that set
     /// environment variables.
     #[command(hide = true)]
@@ -334,7 +334,7 @@ fn clients(stacks: &Stacks, names: &[String]) -> Result<Vec<Arc<dyn ClientStack>
 fn isolate_environment() {
     let child = std::env::args()
         .nth(1)
-        .is_some_and(|c| c == "client-attempt" || c == "nss-attempt");
+        .is_some_and(|c| ["client-attempt", "nss-worker"].contains(&c.as_str()));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") && !key.to_string_lossy().starts_with("PGSSL_") {
             std::env::remove_var(&key);
@@ -781,7 +781,7 @@ fn main() {
             }
             0
         }),
-        Command::NssAttempt => Ok(pgssl::client::nss_attempt_main()),
+        Command::NssWorker => Ok(pgssl::client::nss_worker_main()),
         Command::ClientAttempt => Ok(pgssl::client::isolated::child_main()),
         Command::Lint {
             sel,
