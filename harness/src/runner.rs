@@ -450,17 +450,22 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
     let _ = events.send(Event::Started {
         total: plan.total(),
     });
-    let queue: Arc<Mutex<VecDeque<usize>>> =
-        Arc::new(Mutex::new((0..plan.scenarios.len()).collect()));
+    // Scenarios whose server must refuse to start hold no server: one more worker takes them
+    // from the start, overlapping their start-up waits with the others' attempts; the
+    // workers help once their own queue is empty.
+    let (checks, rest): (VecDeque<usize>, VecDeque<usize>) = (0..plan.scenarios.len())
+        .partition(|&i| plan.scenarios[i].startup.as_ref().is_some_and(|s| s.fails));
+    let queue = Arc::new(Mutex::new(Queue { rest, checks }));
     let summary = Arc::new(Mutex::new(Summary::default()));
     let mut workers = Vec::new();
-    for _ in 0..plan.jobs.max(1) {
+    for worker in 0..=plan.jobs.max(1) {
+        let checker = worker == 0;
         let (plan, queue, events, summary) =
             (plan.clone(), queue.clone(), events.clone(), summary.clone());
         workers.push(tokio::spawn(async move {
             let mut server: Option<Box<dyn Server>> = None;
             loop {
-                let next = queue.lock().expect("queue").pop_front();
+                let next = queue.lock().expect("queue").next(checker);
                 let Some(index) = next else { break };
                 let scenario = &plan.scenarios[index];
                 let cases = plan.selected(scenario);
@@ -490,6 +495,22 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
     summary.wall_millis = started.elapsed().as_millis();
     let _ = events.send(Event::Finished(summary.clone()));
     summary
+}
+
+/// What is left to run: scenarios that need a server, and start checks (which do not).
+struct Queue {
+    rest: VecDeque<usize>,
+    checks: VecDeque<usize>,
+}
+
+impl Queue {
+    fn next(&mut self, checker: bool) -> Option<usize> {
+        if checker {
+            self.checks.pop_front()
+        } else {
+            self.rest.pop_front().or_else(|| self.checks.pop_front())
+        }
+    }
 }
 
 /// Brings `slot` into the scenario's configuration: reload when possible, else a new server.
