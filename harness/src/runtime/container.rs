@@ -10,8 +10,8 @@
 
 use super::docker;
 use super::local::{
-    chown_tree, free_port, openssl_version_in, private_dirs, refused_by_itself, reload_config,
-    start_until_ready, write_config,
+    chown_tree, free_port, private_dirs, refused_by_itself, reload_config, start_until_ready,
+    write_config,
 };
 use super::{Admin, Runtime, Server, ServerSetup};
 use crate::cleanup::{self, Registration};
@@ -264,21 +264,10 @@ fn detect_tls(data: &Path) -> (String, String) {
     let Some(pid) = postmaster_pid(data) else {
         return ("unknown".into(), String::new());
     };
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let lib_path = |needle: &str| {
-        maps.lines()
-            .filter_map(|l| l.split_whitespace().nth(5))
-            .find(|p| p.contains(needle))
-            .map(str::to_string)
-    };
-    if lib_path("libssl.so").is_none() {
-        return ("none".into(), String::new());
-    }
-    let version = lib_path("libcrypto.so")
-        .and_then(|p| std::fs::read(format!("/proc/{pid}/root{p}")).ok())
-        .and_then(|bytes| openssl_version_in(&bytes))
-        .unwrap_or_else(|| "unknown".into());
-    ("openssl".into(), version)
+    // The files are the container's: read them through its root.
+    super::tls_library::detect(&super::tls_library::mapped_libraries(pid), |p| {
+        std::fs::read(format!("/proc/{pid}/root{p}")).ok()
+    })
 }
 
 struct ContainerServer {

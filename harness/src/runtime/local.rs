@@ -304,21 +304,10 @@ impl LocalRuntime {
         let ldd = Command::new("ldd")
             .arg(self.bindir.join("postgres"))
             .output()?;
-        let ldd = String::from_utf8_lossy(&ldd.stdout);
-        let path_of = |lib: &str| {
-            ldd.lines()
-                .find(|l| l.contains(lib))
-                .and_then(|l| l.split("=>").nth(1))
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_string)
-        };
-        let (tls_library, tls_version) = match (path_of("libssl.so"), path_of("libcrypto.so")) {
-            (Some(_), Some(crypto)) => (
-                "openssl".to_string(),
-                openssl_version_of(Path::new(&crypto)).unwrap_or_default(),
-            ),
-            _ => ("none".to_string(), String::new()),
-        };
+        let (tls_library, tls_version) = super::tls_library::detect(
+            &super::tls_library::ldd_libraries(&String::from_utf8_lossy(&ldd.stdout)),
+            super::tls_library::read_cached,
+        );
         Ok(ServerFacts {
             build: "local".into(),
             runtime: "local".into(),
@@ -350,7 +339,10 @@ impl Runtime for LocalRuntime {
         )?;
         server.admin = Some(admin);
         server.facts.pg_version = version;
-        let (lib, ver) = detect_tls(server.child.id());
+        let (lib, ver) = super::tls_library::detect(
+            &super::tls_library::mapped_libraries(server.child.id()),
+            super::tls_library::read_cached,
+        );
         server.facts.tls_library = lib;
         server.facts.tls_version = ver;
         Ok(Box::new(server))
@@ -662,65 +654,6 @@ pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSe
     Ok(())
 }
 
-/// TLS library and version from the libraries the server process has mapped.
-fn detect_tls(pid: u32) -> (String, String) {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let lib_path = |needle: &str| {
-        maps.lines()
-            .filter_map(|l| l.split_whitespace().nth(5))
-            .find(|p| p.contains(needle))
-            .map(str::to_string)
-    };
-    if lib_path("libssl.so").is_none() {
-        return ("none".into(), String::new());
-    }
-    let version = lib_path("libcrypto.so")
-        .and_then(|p| openssl_version_of(Path::new(&p)))
-        .unwrap_or_else(|| "unknown".into());
-    ("openssl".into(), version)
-}
-
-/// The OpenSSL version of a libcrypto file, read once per path and run (servers start often).
-pub(super) fn openssl_version_of(path: &Path) -> Option<String> {
-    static SEEN: OnceLock<Mutex<std::collections::HashMap<PathBuf, Option<String>>>> =
-        OnceLock::new();
-    let seen = SEEN.get_or_init(Default::default);
-    if let Some(v) = seen.lock().ok()?.get(path) {
-        return v.clone();
-    }
-    let version = std::fs::read(path)
-        .ok()
-        .and_then(|bytes| openssl_version_in(&bytes));
-    seen.lock()
-        .ok()?
-        .insert(path.to_path_buf(), version.clone());
-    version
-}
-
-/// Finds `OpenSSL 3.0.17 ` style version text inside a libcrypto binary.
-pub fn openssl_version_in(bytes: &[u8]) -> Option<String> {
-    let needle = b"OpenSSL ";
-    let mut i = 0;
-    while let Some(pos) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
-        let start = i + pos + needle.len();
-        let tail: Vec<u8> = bytes[start..]
-            .iter()
-            .take(16)
-            .copied()
-            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'.')
-            .collect();
-        let text = String::from_utf8_lossy(&tail).to_string();
-        if text.chars().next().is_some_and(|c| c.is_ascii_digit())
-            && text.matches('.').count() == 2
-            && bytes.get(start + tail.len()) == Some(&b' ')
-        {
-            return Some(text);
-        }
-        i = start;
-    }
-    None
-}
-
 struct LocalServer {
     child: Child,
     _registration: Registration,
@@ -836,15 +769,5 @@ mod tests {
         assert!(super::refused_by_itself(refused));
         let killed = "2026-12-01 16:00:00.000 UTC [42] LOG:  starting PostgreSQL 15.18\n";
         assert!(!super::refused_by_itself(killed));
-    }
-
-    #[test]
-    fn finds_openssl_version_text() {
-        let blob = b"\0\0OpenSSL version: bad\0OpenSSL 3.0.17 1 Jul 2025\0";
-        assert_eq!(super::openssl_version_in(blob).as_deref(), Some("3.0.17"));
-        assert_eq!(
-            super::openssl_version_in(b"OpenSSL 1.1.1w  11 Sep 2023").as_deref(),
-            Some("1.1.1w")
-        );
     }
 }

@@ -4,6 +4,7 @@ mod admin;
 mod container;
 pub mod docker;
 mod local;
+pub mod tls_library;
 
 pub use admin::Admin;
 pub use container::ContainerRuntime;
