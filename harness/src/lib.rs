@@ -23,3 +23,4 @@ pub mod results;
 pub mod runner;
 pub mod runtime;
 pub mod scenario;
+pub mod server_tls;

@@ -350,6 +350,15 @@ fn isolate_environment() {
     std::env::remove_var("LANGUAGE");
 }
 
+/// How the build's TLS library is configured; a library pgssl cannot configure is exit 2.
+fn server_tls(
+    runtime: &dyn pgssl::runtime::Runtime,
+) -> Result<&'static dyn pgssl::server_tls::ServerTls, Infra> {
+    let library = runtime.tls_library().map_err(Infra)?;
+    pgssl::server_tls::for_library(&library)
+        .map_err(|e| Infra(e.context(format!("server build {}", runtime.build_name()))))
+}
+
 /// Runs the selection on every server spec; returns the exit status and every result with
 /// the server spec it ran on.
 fn run_plan(
@@ -378,8 +387,10 @@ fn run_plan(
             None => load(&sel.scenarios).map_err(Infra)?,
         };
         let scenarios = in_shard(scenarios, spec, shard);
+        let server_tls = server_tls(runtime.as_ref())?;
         let plan = Plan {
             scenarios,
+            server_tls,
             runtime,
             clients: clients.clone(),
             filter: filter.clone(),
@@ -503,8 +514,10 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
         let scenarios = in_shard(load(&a.scenarios).map_err(Infra)?, spec, shard.as_ref());
         let names = config.clients_for(spec);
+        let server_tls = server_tls(runtime.as_ref())?;
         let plan = Plan {
             scenarios,
+            server_tls,
             runtime,
             clients: config
                 .clients

@@ -10,6 +10,7 @@ use crate::pki::PkiDir;
 use crate::runtime::{LogSource, Runtime, Server, ServerSetup};
 use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE, SOCKET_HOST};
 use crate::scenario::{Expect, Scenario, ServerEventExpect};
+use crate::server_tls::{ServerTls, TlsMaterial};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -100,6 +101,8 @@ pub struct Plan {
     pub clients: Vec<Arc<dyn ClientStack>>,
     /// Which cases run.
     pub filter: CaseFilter,
+    /// How the build's TLS library takes the scenarios' server TLS material.
+    pub server_tls: &'static dyn ServerTls,
     /// Scenarios run at once (each on its own server).
     pub jobs: usize,
     /// Per-attempt deadline.
@@ -134,8 +137,9 @@ pub fn selected_count(scenarios: &[Scenario], filter: &CaseFilter) -> usize {
         .sum()
 }
 
-/// The postgresql.conf settings, files, hba and objects a scenario asks for.
-pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
+/// The postgresql.conf settings, files, hba and objects a scenario asks for, its TLS material
+/// written the way the build's TLS library takes it.
+pub fn server_setup(scenario: &Scenario, pki: &PkiDir, tls: &dyn ServerTls) -> ServerSetup {
     let s = &scenario.server;
     let mut setup = ServerSetup {
         ipv6: s.ipv6,
@@ -148,18 +152,17 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir) -> ServerSetup {
     setup
         .settings
         .push(("ssl".into(), if s.ssl { "on" } else { "off" }.into()));
-    for (setting, file, value) in [
-        ("ssl_cert_file", "server.crt", &s.cert),
-        ("ssl_key_file", "server.key", &s.key),
-        ("ssl_ca_file", "ca.crt", &s.ca),
-        ("ssl_crl_file", "crl.pem", &s.crl),
-        ("ssl_crl_dir", "crldir", &s.crl_dir),
-    ] {
-        match value {
-            Some(name) => place_file(&mut setup, setting, file, pki.path(name.get_ref())),
-            None => setup.settings.push((setting.into(), String::new())),
-        }
+    fn name(v: &Option<toml::Spanned<String>>) -> Option<&str> {
+        v.as_ref().map(|n| n.get_ref().as_str())
     }
+    let material = TlsMaterial {
+        cert: name(&s.cert),
+        key: name(&s.key),
+        ca: name(&s.ca),
+        crl: name(&s.crl),
+        crl_dir: name(&s.crl_dir),
+    };
+    tls.configure(&material, pki, &mut setup);
     setup.settings.extend(
         s.settings
             .iter()
@@ -412,28 +415,16 @@ pub fn server_event(
     }
 }
 
-/// Installs `source` as `pgssl/<file>` in the data directory and points `setting` at it,
-/// replacing an earlier file of that name.
-fn place_file(setup: &mut ServerSetup, setting: &str, file: &str, source: std::path::PathBuf) {
-    setup.files.retain(|(f, _)| f != file);
-    setup.files.push((file.to_string(), source));
-    setup
-        .settings
-        .push((setting.into(), format!("pgssl/{file}")));
-}
-
 /// The setup after a scenario's `[reload]` changes.
-pub fn reload_setup(scenario: &Scenario, pki: &PkiDir) -> Option<ServerSetup> {
+pub fn reload_setup(scenario: &Scenario, pki: &PkiDir, tls: &dyn ServerTls) -> Option<ServerSetup> {
     let reload = scenario.reload.as_ref()?;
-    let mut setup = server_setup(scenario, pki);
-    for (setting, file, value) in [
-        ("ssl_cert_file", "server.crt", &reload.cert),
-        ("ssl_key_file", "server.key", &reload.key),
-    ] {
-        if let Some(name) = value {
-            place_file(&mut setup, setting, file, pki.path(name.get_ref()));
-        }
-    }
+    let mut setup = server_setup(scenario, pki, tls);
+    tls.replace_identity(
+        reload.cert.as_ref().map(|n| n.get_ref().as_str()),
+        reload.key.as_ref().map(|n| n.get_ref().as_str()),
+        pki,
+        &mut setup,
+    );
     setup.settings.extend(
         reload
             .settings
@@ -574,7 +565,7 @@ async fn run_scenario(
         Ok(Err(e)) => return error(format!("PKI: {e:#}")),
         Err(e) => return error(format!("PKI: {e}")),
     };
-    let setup = server_setup(scenario, &pki);
+    let setup = server_setup(scenario, &pki, plan.server_tls);
     let runtime = plan.runtime.clone();
     if scenario.startup.as_ref().is_some_and(|s| s.fails) {
         return vec![check_start_fails(plan, scenario, setup, start).await];
@@ -605,7 +596,10 @@ async fn run_scenario(
         Err(e) => return error(format!("server setup panicked: {e}")),
     };
     let mut results = Vec::new();
-    if let (Some(reload), Some(new_setup)) = (&scenario.reload, reload_setup(scenario, &pki)) {
+    if let (Some(reload), Some(new_setup)) = (
+        &scenario.reload,
+        reload_setup(scenario, &pki, plan.server_tls),
+    ) {
         let mut server = slot.take().expect("prepared");
         let began = Instant::now();
         let (refused, server) = tokio::task::spawn_blocking(move || {

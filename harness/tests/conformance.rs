@@ -18,6 +18,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// How the local build's TLS library takes the scenarios' server TLS material.
+fn tls(runtime: &LocalRuntime) -> Result<&'static dyn pgssl::server_tls::ServerTls, String> {
+    runtime
+        .tls_library()
+        .and_then(|l| pgssl::server_tls::for_library(&l))
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// A started server for one scenario, and what its `[reload]` check saw.
 #[derive(Clone)]
 struct Prepared {
@@ -56,9 +64,9 @@ impl Shared {
                 .materialize(&pgssl::pki::cache_root())
                 .map_err(|e| format!("{e:#}"))?;
             let mut server = runtime
-                .start(&server_setup(scenario, &pki))
+                .start(&server_setup(scenario, &pki, tls(runtime)?))
                 .map_err(|e| format!("{e:#}"))?;
-            let reload = reload_setup(scenario, &pki).map(|setup| {
+            let reload = reload_setup(scenario, &pki, tls(runtime)?).map(|setup| {
                 server
                     .reload(&setup)
                     .map_err(|e| format!("{e:#}\n{}", server.log()))
@@ -148,7 +156,8 @@ fn main() {
                         .pki
                         .materialize(&pgssl::pki::cache_root())
                         .map_err(|e| Failed::from(format!("{e:#}")))?;
-                    let refused = match runtime.start(&server_setup(scenario, &pki)) {
+                    let refused = match runtime.start(&server_setup(scenario, &pki, tls(runtime)?))
+                    {
                         Ok(_server) => Ok(()),
                         Err(e) => Err(format!("{e:#}")),
                     };

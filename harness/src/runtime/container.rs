@@ -124,6 +124,12 @@ impl Runtime for ContainerRuntime {
         &self.build
     }
 
+    /// The images are built from Debian's packages, which link OpenSSL (ci/images); asking
+    /// would cost a throwaway container.
+    fn tls_library(&self) -> Result<String> {
+        Ok("openssl".into())
+    }
+
     /// Asks a throwaway container of the image (for `pgssl lint`, which starts no server).
     fn detect_facts(&self) -> Result<ServerFacts> {
         let out = docker::probe(

@@ -58,6 +58,12 @@ pub trait Runtime: Send + Sync {
     /// Facts about the build without starting a server (for `pgssl lint`).
     fn detect_facts(&self) -> Result<ServerFacts>;
 
+    /// The TLS library of the build's server (`openssl`, `nss`, `none`), which decides how
+    /// its TLS settings are written (`server_tls`).
+    fn tls_library(&self) -> Result<String> {
+        Ok(self.detect_facts()?.tls_library)
+    }
+
     /// Starts a server with `setup` applied. Blocking.
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>>;
 }
