@@ -12,6 +12,7 @@ mod native_tls;
 mod nss;
 mod nss_ffi;
 pub mod protocol;
+mod read_after_reset;
 pub mod registry;
 mod rustls;
 pub mod server_messages;

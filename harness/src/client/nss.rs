@@ -758,7 +758,8 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
         Ok(p) => p,
         Err(e) => return failed(ErrorClass::IoError, e.to_string()),
     };
-    relay(conn, ours);
+    let errors = RelayErrors::default();
+    relay(conn, ours, errors.clone());
     if let Err(e) = theirs.set_nonblocking(true) {
         return failed(ErrorClass::IoError, e.to_string());
     }
@@ -766,25 +767,59 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
         Ok(s) => s,
         Err(e) => return failed(ErrorClass::IoError, e.to_string()),
     };
-    finish(start.config, stream, binding, &req.sql)
-        .await
-        .unwrap_or_else(|e| classify_driver(&e))
+    match finish(start.config, stream, binding, &req.sql).await {
+        Ok(r) => r,
+        // The server's ErrorResponse wins; otherwise the driver saw only the relay end, and
+        // NSS's own error (a TLS 1.3 alert after the handshake, a reset) says why.
+        Err(e) if e.as_db_error().is_some() => classify_driver(&e),
+        Err(e) => match errors.first() {
+            Some(raw) => classify_nss(raw),
+            None => classify_driver(&e),
+        },
+    }
+}
+
+/// NSS's errors on the relay's two directions. The read side's wins: it carries the server's
+/// alert, while the write side sees only the reset that followed it (as libpq, which reads
+/// before it reports a failed write).
+#[derive(Clone, Default)]
+struct RelayErrors(Arc<std::sync::Mutex<[Option<String>; 2]>>);
+
+impl RelayErrors {
+    fn set(&self, side: usize, raw: String) {
+        self.0.lock().expect("relay errors")[side].get_or_insert(raw);
+    }
+    fn first(&self) -> Option<String> {
+        let e = self.0.lock().expect("relay errors");
+        e[0].clone().or_else(|| e[1].clone())
+    }
 }
 
 /// Copies plaintext between the NSS connection and the driver's end of a socket pair. The
 /// driver starts with its own SSLRequest, which the real server already answered: the bridge
 /// answers it with `S` and then relays.
-fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream) {
+fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream, errors: RelayErrors) {
     let (mut up, mut down) = match local.try_clone() {
         Ok(c) => (local, c),
         Err(_) => return,
     };
     let reader = conn.clone();
+    let read_errors = errors.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 16384];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || down.write_all(&buf[..n]).is_err() {
-                break;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if down.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                // Recorded before the driver can see the end of its stream.
+                Err(raw) => {
+                    read_errors.set(0, raw);
+                    break;
+                }
             }
         }
         let _ = down.shutdown(std::net::Shutdown::Write);
@@ -799,7 +834,8 @@ fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream) {
             match up.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if conn.write_all(&buf[..n]).is_err() {
+                    if let Err(raw) = conn.write_all(&buf[..n]) {
+                        errors.set(1, raw);
                         break;
                     }
                 }
