@@ -1071,6 +1071,27 @@ mod tests {
     }
 
     #[test]
+    fn the_relays_read_error_wins_over_its_write_error() {
+        let e = RelayErrors::default();
+        assert_eq!(e.first(), None);
+        e.set(
+            1,
+            "PR_CONNECT_RESET_ERROR: TCP connection reset by peer".into(),
+        );
+        e.set(
+            0,
+            "SSL_ERROR_UNKNOWN_CA_ALERT: Peer does not recognize".into(),
+        );
+        e.set(0, "PR_END_OF_FILE_ERROR: a later error".into());
+        let raw = e.first().unwrap();
+        assert!(raw.starts_with("SSL_ERROR_UNKNOWN_CA_ALERT"));
+        match classify_nss(raw) {
+            ChildResult::Failed { class, .. } => assert_eq!(class, ErrorClass::ClientCertUntrusted),
+            _ => panic!("a failure"),
+        }
+    }
+
+    #[test]
     fn nss_error_names_are_found_after_a_tools_own_words() {
         let tstclnt = "tstclnt: read from socket failed: SSL_ERROR_BAD_CERT_DOMAIN: Unable to communicate securely with peer: requested domain name does not match the server's certificate.";
         assert_eq!(nss_error_name(tstclnt), Some("SSL_ERROR_BAD_CERT_DOMAIN"));
