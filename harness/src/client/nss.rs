@@ -111,7 +111,16 @@ pub struct ChildRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChildResult {
     Row(Vec<String>),
-    Failed { class: ErrorClass, raw: String },
+    Failed {
+        class: ErrorClass,
+        raw: String,
+    },
+    /// TLS failed after a completed handshake (a TLS 1.3 alert, a reset) without the server's
+    /// ErrorResponse: libpq's prefer does not retry in plaintext then.
+    FailedAfterHandshake {
+        class: ErrorClass,
+        raw: String,
+    },
 }
 
 impl ClientStack for Nss {
@@ -142,7 +151,16 @@ impl ChildResult {
                 Ok(s) => Outcome::Connected(Box::new(s)),
                 Err(e) => Outcome::failed(ErrorClass::Unclassified, e),
             },
-            ChildResult::Failed { class, raw } => Outcome::failed(class, raw),
+            ChildResult::Failed { class, raw }
+            | ChildResult::FailedAfterHandshake { class, raw } => Outcome::failed(class, raw),
+        }
+    }
+
+    /// Marks a failure as one after the handshake (see [`ChildResult::FailedAfterHandshake`]).
+    pub(crate) fn after_handshake(self) -> ChildResult {
+        match self {
+            ChildResult::Failed { class, raw } => ChildResult::FailedAfterHandshake { class, raw },
+            other => other,
         }
     }
 }
@@ -508,9 +526,10 @@ async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
             } => path.tls(req, mode).await,
             other => other,
         },
-        // libpq's prefer: TLS first, plaintext again when that fails.
+        // libpq's prefer: TLS first, plaintext again when the handshake fails or the server
+        // answers with an error; not after TLS failed past a completed handshake.
         "prefer" => match path.tls(req, mode).await {
-            r @ ChildResult::Row(_) => r,
+            r @ (ChildResult::Row(_) | ChildResult::FailedAfterHandshake { .. }) => r,
             r @ ChildResult::Failed {
                 class: ErrorClass::Timeout,
                 ..
@@ -775,7 +794,8 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
         Err(e) => match errors.first() {
             Some(raw) => classify_nss(raw),
             None => classify_driver(&e),
-        },
+        }
+        .after_handshake(),
     }
 }
 
