@@ -96,11 +96,30 @@ pub fn register_container(id: &str) -> Registration {
 
 /// Stops a process: SIGINT (fast shutdown for PostgreSQL), then SIGQUIT, then SIGKILL.
 pub fn stop_process(pid: i32, grace: Duration) {
-    for (sig, wait) in [
-        (libc::SIGINT, grace),
-        (libc::SIGQUIT, Duration::from_secs(2)),
-        (libc::SIGKILL, Duration::from_secs(2)),
-    ] {
+    signal_until_gone(
+        pid,
+        &[
+            (libc::SIGINT, grace),
+            (libc::SIGQUIT, Duration::from_secs(2)),
+            (libc::SIGKILL, Duration::from_secs(2)),
+        ],
+    );
+}
+
+/// Stops a postmaster whose files are thrown away next: an immediate shutdown (SIGQUIT: no
+/// shutdown checkpoint), then SIGKILL.
+pub fn discard_process(pid: i32) {
+    signal_until_gone(
+        pid,
+        &[
+            (libc::SIGQUIT, Duration::from_secs(5)),
+            (libc::SIGKILL, Duration::from_secs(2)),
+        ],
+    );
+}
+
+fn signal_until_gone(pid: i32, steps: &[(i32, Duration)]) {
+    for &(sig, wait) in steps {
         // SAFETY: signalling a pid we started.
         if unsafe { libc::kill(pid, sig) } != 0 {
             return;
@@ -110,7 +129,7 @@ pub fn stop_process(pid: i32, grace: Duration) {
             if !alive(pid) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }

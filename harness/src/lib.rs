@@ -5,6 +5,7 @@
 //! judged ([`outcome`]) and every result is an event for the [`report`] sinks ([`runner`]).
 
 pub mod cache;
+pub mod case_filter;
 pub mod cleanup;
 pub mod client;
 pub mod diff;

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use pgssl::case_filter::CaseFilter;
 use pgssl::client::{ClientStack, Stacks};
 use pgssl::facts::BackendFacts;
 use pgssl::matrix::MatrixResult;
@@ -30,9 +31,8 @@ enum Command {
     Run {
         #[command(flatten)]
         sel: Selection,
-        /// Only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         #[command(flatten)]
         out: Outputs,
         /// Print a line per case, not only failures.
@@ -89,9 +89,8 @@ enum Command {
         /// Show every case, not only those where some backend diverged or failed.
         #[arg(long)]
         all: bool,
-        /// Only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        pick: Pick,
         /// Scenarios run at once per server build, each on its own server.
         #[arg(long, default_value_t = 2)]
         jobs: usize,
@@ -101,9 +100,9 @@ enum Command {
         /// Scenario files or directories (default: scenarios/).
         scenarios: Vec<PathBuf>,
     },
-    /// One NSS connection attempt in a process of its own (used by the nss client stack).
+    /// NSS connection attempts one at a time, a JSON line each (the nss client stack's workers).
     #[command(hide = true)]
-    NssAttempt,
+    NssWorker,
     /// One attempt of any local stack in a process of its own, for cases that set
     /// environment variables.
     #[command(hide = true)]
@@ -184,6 +183,53 @@ struct Selection {
     scenarios: Vec<PathBuf>,
 }
 
+/// Which cases run.
+#[derive(Args, Clone, Default)]
+struct Pick {
+    /// Only cases whose id contains this text (repeatable: any of them).
+    #[arg(long)]
+    filter: Vec<String>,
+    /// Only the case ids listed in this file, one per line (`#` comments), as `pgssl list`
+    /// prints them; an unknown id is an error.
+    #[arg(long, value_name = "FILE")]
+    ids: Option<PathBuf>,
+}
+
+impl Pick {
+    /// The filter, checked against the loaded scenarios: an unknown listed id, or a selection
+    /// that would run nothing, is a mistake (exit 2), not a success.
+    fn resolve(&self, scenarios: &[Scenario]) -> Result<CaseFilter, Infra> {
+        let filter = CaseFilter::new(self.filter.clone(), self.ids.as_deref()).map_err(Infra)?;
+        let ids = all_ids(scenarios);
+        filter
+            .check_known(ids.iter().map(String::as_str))
+            .map_err(Infra)?;
+        if runner::selected_count(scenarios, &filter) == 0 {
+            return Err(Infra(anyhow::anyhow!(
+                "nothing to run: {} matches none of the {} cases (`pgssl list` shows their ids)",
+                filter.describe(),
+                ids.len()
+            )));
+        }
+        Ok(filter)
+    }
+}
+
+/// Every id `pgssl list` prints: server-side checks and cases.
+fn all_ids(scenarios: &[Scenario]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for s in scenarios {
+        if s.startup.as_ref().is_some_and(|e| e.fails) {
+            ids.push(format!("{}/server-start", s.name));
+        }
+        if s.reload.as_ref().is_some_and(|r| r.expect.fails) {
+            ids.push(format!("{}/server-reload", s.name));
+        }
+        ids.extend(s.cases.iter().map(|c| c.id.clone()));
+    }
+    ids
+}
+
 /// Where results go, and which part of the work this machine does.
 #[derive(Args, Clone, Default)]
 struct Outputs {
@@ -233,17 +279,13 @@ fn units(
     scenarios: &[Scenario],
     servers: &[String],
     clients: usize,
-    filter: Option<&str>,
+    filter: &CaseFilter,
 ) -> Vec<(String, usize)> {
     servers
         .iter()
         .flat_map(|server| {
             scenarios.iter().map(move |s| {
-                let cases = s
-                    .cases
-                    .iter()
-                    .filter(|c| filter.is_none_or(|f| c.id.contains(f)))
-                    .count();
+                let cases = s.cases.iter().filter(|c| filter.matches(&c.id)).count();
                 (pgssl::partition::unit(&s.name, server), cases * clients + 1)
             })
         })
@@ -292,7 +334,7 @@ fn clients(stacks: &Stacks, names: &[String]) -> Result<Vec<Arc<dyn ClientStack>
 fn isolate_environment() {
     let child = std::env::args()
         .nth(1)
-        .is_some_and(|c| c == "client-attempt" || c == "nss-attempt");
+        .is_some_and(|c| ["client-attempt", "nss-worker"].contains(&c.as_str()));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") && !key.to_string_lossy().starts_with("PGSSL_") {
             std::env::remove_var(&key);
@@ -308,28 +350,16 @@ fn isolate_environment() {
     std::env::remove_var("LANGUAGE");
 }
 
-/// A run that would run nothing is a mistake (a mistyped filter), not a success.
-fn check_selection(scenarios: &[Scenario], filter: Option<&str>) -> Result<(), Infra> {
-    if runner::selected_count(scenarios, filter) > 0 {
-        return Ok(());
-    }
-    let cases: usize = scenarios.iter().map(|s| s.cases.len()).sum();
-    Err(Infra(anyhow::anyhow!(
-        "nothing to run: --filter {:?} matches none of the {cases} cases (`pgssl list` shows their ids)",
-        filter.unwrap_or_default()
-    )))
-}
-
 /// Runs the selection on every server spec; returns the exit status and every result with
 /// the server spec it ran on.
 fn run_plan(
     sel: &Selection,
-    filter: Option<String>,
+    pick: &Pick,
     reporter: &mut dyn Reporter,
     shard: Option<&pgssl::partition::Shard>,
 ) -> Result<(i32, Vec<MatrixResult>), Infra> {
     let scenarios = load(&sel.scenarios).map_err(Infra)?;
-    check_selection(&scenarios, filter.as_deref())?;
+    let filter = pick.resolve(&scenarios)?;
     let stacks = Stacks::load(&sel.stacks).map_err(|e| Infra(e.into()))?;
     let clients = clients(&stacks, &sel.clients).map_err(Infra)?;
     let mut rows = Vec::new();
@@ -377,16 +407,12 @@ fn run_plan(
 }
 
 /// `pgssl run`: the selection, with progress and a summary, and the requested files.
-fn run(
-    sel: &Selection,
-    filter: Option<String>,
-    out: &Outputs,
-    verbose: bool,
-) -> Result<i32, Infra> {
+fn run(sel: &Selection, pick: &Pick, out: &Outputs, verbose: bool) -> Result<i32, Infra> {
     let shard = match out.partition {
         None => None,
         Some(_) => {
             let scenarios = load(&sel.scenarios).map_err(Infra)?;
+            let filter = pick.resolve(&scenarios)?;
             let clients = if sel.clients.is_empty() {
                 Stacks::load(&sel.stacks)
                     .map_err(|e| Infra(e.into()))?
@@ -395,7 +421,7 @@ fn run(
             } else {
                 sel.clients.len()
             };
-            out.shard(units(&scenarios, &sel.servers, clients, filter.as_deref()))
+            out.shard(units(&scenarios, &sel.servers, clients, &filter))
                 .map_err(Infra)?
         }
     };
@@ -405,7 +431,7 @@ fn run(
             JsonReporter::new(path.clone()).with_shard(shard.as_ref()),
         ));
     }
-    let (code, rows) = run_plan(sel, filter, &mut Fanout(sinks), shard.as_ref())?;
+    let (code, rows) = run_plan(sel, pick, &mut Fanout(sinks), shard.as_ref())?;
     out.write_junit(&rows).map_err(Infra)?;
     Ok(code)
 }
@@ -416,7 +442,7 @@ struct MatrixArgs {
     recipes: PathBuf,
     out: Outputs,
     all: bool,
-    filter: Option<String>,
+    pick: Pick,
     jobs: usize,
     timeout: u64,
     scenarios: Vec<PathBuf>,
@@ -428,7 +454,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     let config = MatrixConfig::load(&a.config).map_err(Infra)?;
     let stacks = Stacks::load(&a.stacks).map_err(|e| Infra(e.into()))?;
     let scenarios = load(&a.scenarios).map_err(Infra)?;
-    check_selection(&scenarios, a.filter.as_deref())?;
+    let filter = a.pick.resolve(&scenarios)?;
     let case_order: Vec<String> = scenarios
         .iter()
         .flat_map(|s| s.cases.iter().map(|c| c.id.clone()))
@@ -439,7 +465,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
             &scenarios,
             &config.servers,
             config.clients.len(),
-            a.filter.as_deref(),
+            &filter,
         ))
         .map_err(Infra)?;
     let reaped = pgssl::cleanup::reap_stale();
@@ -474,7 +500,7 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
             scenarios,
             runtime,
             clients: clients.clone(),
-            filter: a.filter.clone(),
+            filter: filter.clone(),
             jobs: a.jobs,
             timeout: Duration::from_secs(a.timeout),
         };
@@ -701,14 +727,17 @@ fn main() {
     let result = match cli.command {
         Command::Run {
             sel,
-            filter,
+            pick,
             out,
             verbose,
-        } => run(&sel, filter, &out, verbose),
-        Command::Tap { sel } => {
-            run_plan(&sel, None, &mut TapReporter::new(std::io::stdout()), None)
-                .map(|(code, _)| code)
-        }
+        } => run(&sel, &pick, &out, verbose),
+        Command::Tap { sel } => run_plan(
+            &sel,
+            &Pick::default(),
+            &mut TapReporter::new(std::io::stdout()),
+            None,
+        )
+        .map(|(code, _)| code),
         Command::Report {
             results,
             html,
@@ -752,7 +781,7 @@ fn main() {
             }
             0
         }),
-        Command::NssAttempt => Ok(pgssl::client::nss_attempt_main()),
+        Command::NssWorker => Ok(pgssl::client::nss_worker_main()),
         Command::ClientAttempt => Ok(pgssl::client::isolated::child_main()),
         Command::Lint {
             sel,
@@ -771,7 +800,7 @@ fn main() {
             recipes,
             out,
             all,
-            filter,
+            pick,
             jobs,
             timeout,
             scenarios,
@@ -781,7 +810,7 @@ fn main() {
             recipes,
             out,
             all,
-            filter,
+            pick,
             jobs,
             timeout,
             scenarios,

@@ -2,6 +2,7 @@
 //! against servers (reusing them through reloads), judges outcomes and emits typed events.
 //! It formats nothing: reporters read the events.
 
+use crate::case_filter::CaseFilter;
 use crate::client::{attempt, ClientStack, ConnectRequest};
 use crate::facts::BackendFacts;
 use crate::outcome::{judge, judge_log, judge_message, Outcome};
@@ -97,8 +98,8 @@ pub struct Plan {
     pub scenarios: Vec<Scenario>,
     pub runtime: Arc<dyn Runtime>,
     pub clients: Vec<Arc<dyn ClientStack>>,
-    /// Only cases whose id contains this.
-    pub filter: Option<String>,
+    /// Which cases run.
+    pub filter: CaseFilter,
     /// Scenarios run at once (each on its own server).
     pub jobs: usize,
     /// Per-attempt deadline.
@@ -110,11 +111,7 @@ impl Plan {
         scenario
             .cases
             .iter()
-            .filter(|c| {
-                self.filter
-                    .as_ref()
-                    .is_none_or(|f| c.id.contains(f.as_str()))
-            })
+            .filter(|c| self.filter.matches(&c.id))
             .collect()
     }
 
@@ -122,24 +119,17 @@ impl Plan {
     pub fn total(&self) -> usize {
         self.scenarios
             .iter()
-            .map(|s| {
-                self.selected(s).len() * self.clients.len()
-                    + server_events(s, self.filter.as_deref())
-            })
+            .map(|s| self.selected(s).len() * self.clients.len() + server_events(s, &self.filter))
             .sum()
     }
 }
 
 /// How many cases and server-side checks `filter` selects (0: the run would do nothing).
-pub fn selected_count(scenarios: &[Scenario], filter: Option<&str>) -> usize {
+pub fn selected_count(scenarios: &[Scenario], filter: &CaseFilter) -> usize {
     scenarios
         .iter()
         .map(|s| {
-            s.cases
-                .iter()
-                .filter(|c| filter.is_none_or(|f| c.id.contains(f)))
-                .count()
-                + server_events(s, filter)
+            s.cases.iter().filter(|c| filter.matches(&c.id)).count() + server_events(s, filter)
         })
         .sum()
 }
@@ -366,8 +356,8 @@ async fn wait_for_log(read: &LogSource, offset: usize, wanted: &[String]) -> Res
 }
 
 /// How many server-side checks (start, reload) a scenario reports.
-fn server_events(scenario: &Scenario, filter: Option<&str>) -> usize {
-    let shown = |id: String| filter.is_none_or(|f| id.contains(f));
+pub fn server_events(scenario: &Scenario, filter: &CaseFilter) -> usize {
+    let shown = |id: String| filter.matches(&id);
     let start = scenario.startup.as_ref().is_some_and(|s| s.fails)
         && shown(format!("{}/server-start", scenario.name));
     let reload = scenario.reload.as_ref().is_some_and(|r| r.expect.fails)
@@ -460,21 +450,26 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
     let _ = events.send(Event::Started {
         total: plan.total(),
     });
-    let queue: Arc<Mutex<VecDeque<usize>>> =
-        Arc::new(Mutex::new((0..plan.scenarios.len()).collect()));
+    // Scenarios whose server must refuse to start hold no server: one more worker takes them
+    // from the start, overlapping their start-up waits with the others' attempts; the
+    // workers help once their own queue is empty.
+    let (checks, rest): (VecDeque<usize>, VecDeque<usize>) = (0..plan.scenarios.len())
+        .partition(|&i| plan.scenarios[i].startup.as_ref().is_some_and(|s| s.fails));
+    let queue = Arc::new(Mutex::new(Queue { rest, checks }));
     let summary = Arc::new(Mutex::new(Summary::default()));
     let mut workers = Vec::new();
-    for _ in 0..plan.jobs.max(1) {
+    for worker in 0..=plan.jobs.max(1) {
+        let checker = worker == 0;
         let (plan, queue, events, summary) =
             (plan.clone(), queue.clone(), events.clone(), summary.clone());
         workers.push(tokio::spawn(async move {
             let mut server: Option<Box<dyn Server>> = None;
             loop {
-                let next = queue.lock().expect("queue").pop_front();
+                let next = queue.lock().expect("queue").next(checker);
                 let Some(index) = next else { break };
                 let scenario = &plan.scenarios[index];
                 let cases = plan.selected(scenario);
-                if cases.is_empty() && server_events(scenario, plan.filter.as_deref()) == 0 {
+                if cases.is_empty() && server_events(scenario, &plan.filter) == 0 {
                     continue;
                 }
                 let results = run_scenario(&plan, scenario, &cases, &mut server, &events).await;
@@ -500,6 +495,22 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
     summary.wall_millis = started.elapsed().as_millis();
     let _ = events.send(Event::Finished(summary.clone()));
     summary
+}
+
+/// What is left to run: scenarios that need a server, and start checks (which do not).
+struct Queue {
+    rest: VecDeque<usize>,
+    checks: VecDeque<usize>,
+}
+
+impl Queue {
+    fn next(&mut self, checker: bool) -> Option<usize> {
+        if checker {
+            self.checks.pop_front()
+        } else {
+            self.rest.pop_front().or_else(|| self.checks.pop_front())
+        }
+    }
 }
 
 /// Brings `slot` into the scenario's configuration: reload when possible, else a new server.
@@ -609,7 +620,7 @@ async fn run_scenario(
         *slot = Some(server);
         if reload.expect.fails {
             let id = format!("{}/server-reload", scenario.name);
-            if plan.filter.as_ref().is_none_or(|f| id.contains(f.as_str())) {
+            if plan.filter.matches(&id) {
                 let class = crate::error_class::ErrorClass::ServerReloadFailed;
                 results.push(server_event(
                     id,

@@ -198,3 +198,75 @@ fn certs_out_writes_nss_databases_as_declared() {
         }
     }
 }
+
+/// `--ids FILE` runs exactly the listed cases (server checks too); a listed id that is no case
+/// is a typo named by file and line, before anything starts.
+#[test]
+fn an_id_list_selects_exact_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids");
+    std::fs::write(
+        &ids,
+        "# two cases and a server check\nsslmode-ssl-on-hostssl/disable\nserver-cert-verification/wronghost-verify-full\npassphrase-wrong/server-start\n",
+    )
+    .unwrap();
+    let json = dir.path().join("r.json");
+    let out = pgssl()
+        .args(["run", "--client", "libpq", "--ids"])
+        .arg(&ids)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let doc = pgssl::results::ResultsDoc::load(&json).unwrap();
+    let mut ran: Vec<&str> = doc.results.iter().map(|r| r.result.case.as_str()).collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "passphrase-wrong/server-start",
+            "server-cert-verification/wronghost-verify-full",
+            "sslmode-ssl-on-hostssl/disable"
+        ]
+    );
+    std::fs::write(
+        &ids,
+        "sslmode-ssl-on-hostssl/disable\n\nsslmode-ssl-on-hostssl/disabel\n",
+    )
+    .unwrap();
+    let out = pgssl().args(["run", "--ids"]).arg(&ids).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:3:", ids.display())) && stderr.contains("disabel"),
+        "{stderr}"
+    );
+    // Several --filter texts select any of them.
+    let out = pgssl()
+        .args([
+            "run",
+            "--client",
+            "libpq",
+            "--filter",
+            "sslmode-ssl-on-hostssl/disable",
+        ])
+        .args(["--filter", "wronghost-verify-full", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = pgssl::results::ResultsDoc::load(&json).unwrap();
+    assert!(doc.results.len() >= 2, "{}", doc.results.len());
+    assert!(doc
+        .results
+        .iter()
+        .all(|r| r.result.case.contains("sslmode-ssl-on-hostssl/disable")
+            || r.result.case.contains("wronghost-verify-full")));
+}

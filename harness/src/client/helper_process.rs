@@ -1,13 +1,13 @@
-//! One request to a hidden `pgssl` subcommand in a process of its own (`nss-attempt`,
-//! `client-attempt`): the request as JSON on its stdin, the answer as JSON on its stdout, the
-//! process killed when the deadline passes or the caller goes away.
+//! One request to a hidden `pgssl` subcommand in a process of its own (`client-attempt`):
+//! the request as JSON on its stdin, the answer as JSON on its stdout, the process killed
+//! when the deadline passes or the caller goes away.
 
 use crate::error_class::ErrorClass;
 use crate::outcome::Outcome;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The executable that serves the subcommands: this binary, or `pgssl` next to a test binary.
@@ -16,14 +16,14 @@ pub(crate) fn executable() -> PathBuf {
         return p.into();
     }
     let exe = std::env::current_exe().unwrap_or_else(|_| "pgssl".into());
-    if exe.file_name().is_some_and(|n| n == "pgssl") {
-        return exe;
+    // A test binary (target/<profile>/deps/<name>) uses target/<profile>/pgssl; any other
+    // binary, whatever its name (a copy kept for a benchmark), is pgssl itself.
+    match exe.parent() {
+        Some(deps) if deps.file_name().is_some_and(|n| n == "deps") => {
+            deps.parent().map(|d| d.join("pgssl")).unwrap_or(exe)
+        }
+        _ => exe,
     }
-    // target/<profile>/deps/<test binary> -> target/<profile>/pgssl
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("pgssl"))
-        .unwrap_or(exe)
 }
 
 /// Runs `pgssl <subcommand>` with `env` added, hands it `request`, and reads its answer.

@@ -5,9 +5,10 @@
 //! tools (`pki::nss`) once per distinct set of options.
 //!
 //! NSS keeps one certificate database per process and merges trust across every database
-//! opened in it, so each attempt runs in a child process (`pgssl nss-attempt`) that opens only
-//! its own database: it connects, performs the SSLRequest, runs the NSS handshake
-//! (`nss_ffi.rs`) and then the PostgreSQL session with tokio-postgres over the NSS stream.
+//! opened in it, so attempts run in worker processes (`pgssl nss-worker`, `nss_workers.rs`),
+//! one at a time, each opening only its attempt's database and shutting NSS down afterwards:
+//! it connects, performs the SSLRequest, runs the NSS handshake (`nss_ffi.rs`) and then the
+//! PostgreSQL session with tokio-postgres over the NSS stream.
 
 use super::nss_ffi::{self, Verify};
 use super::{server_messages, ClientStack, ConnectRequest};
@@ -18,7 +19,7 @@ use crate::pki::nss::DbPlan;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -378,18 +379,40 @@ fn load_key(path: &str, password: Option<&str>) -> Result<Vec<u8>, Outcome> {
 }
 
 async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResult, Outcome> {
-    super::helper_process::call("nss-attempt", Vec::new(), child, timeout).await
+    super::nss_workers::call(child, timeout).await
 }
 
 // ------------------------------------------------------------------------------------------
-// The child: one attempt, one database.
+// The worker: attempts one at a time, each with its own database and a fresh NSS.
 
-/// Entry point of `pgssl nss-attempt`: request on stdin, result on stdout.
-pub fn child_main() -> i32 {
-    super::helper_process::serve(
-        |req: ChildRequest| child(&req),
-        |e| failed(ErrorClass::Unclassified, e),
-    )
+/// A worker's answer: the result, and whether NSS shut down cleanly so that the worker can
+/// take another attempt.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WorkerReply {
+    pub result: ChildResult,
+    pub reusable: bool,
+}
+
+/// Entry point of `pgssl nss-worker`: a request per line on stdin, a [`WorkerReply`] per line
+/// on stdout, until stdin ends or NSS could not be shut down.
+pub fn worker_main() -> i32 {
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { return 2 };
+        let (result, reusable) = match serde_json::from_str::<ChildRequest>(&line) {
+            Ok(req) => child(&req),
+            Err(e) => (
+                failed(ErrorClass::Unclassified, format!("bad request: {e}")),
+                false,
+            ),
+        };
+        let reply = serde_json::to_string(&WorkerReply { result, reusable }).expect("serialises");
+        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() || !reusable {
+            return 0;
+        }
+    }
+    0
 }
 
 pub(crate) fn failed(class: ErrorClass, raw: impl Into<String>) -> ChildResult {
@@ -406,21 +429,57 @@ pub(crate) fn get<'a>(req: &'a ChildRequest, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn child(req: &ChildRequest) -> ChildResult {
-    if let Err(e) = nss_ffi::init(
+/// One attempt: NSS opened on its database, the attempt, NSS shut down again. Returns the
+/// result and whether NSS is clean for another attempt in this process.
+fn child(req: &ChildRequest) -> (ChildResult, bool) {
+    let ctx = match nss_ffi::init(
         &crate::pki::nss::db_arg(&req.db),
         req.db_password.as_deref(),
     ) {
-        return failed(ErrorClass::Unclassified, e);
-    }
+        Ok(ctx) => ctx,
+        Err(e) => return (failed(ErrorClass::Unclassified, e), false),
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return failed(ErrorClass::Unclassified, e.to_string()),
+        Err(e) => return (failed(ErrorClass::Unclassified, e.to_string()), false),
     };
-    rt.block_on(by_mode(req, &HostTls))
+    let result = rt.block_on(by_mode(req, &HostTls));
+    // The driver's connection task ends with the runtime; the relay threads then see their
+    // sockets close and drop the NSS connection.
+    drop(rt);
+    let clean = RELAYS.wait_idle(Duration::from_secs(2)) && ctx.shutdown().is_ok();
+    (result, clean)
+}
+
+/// Relay threads still running in this process (they hold NSS connections).
+static RELAYS: Relays = Relays(Mutex::new(0), std::sync::Condvar::new());
+
+struct Relays(Mutex<usize>, std::sync::Condvar);
+
+impl Relays {
+    fn enter(&self) {
+        if let Ok(mut n) = self.0.lock() {
+            *n += 1;
+        }
+    }
+
+    fn leave(&self) {
+        if let Ok(mut n) = self.0.lock() {
+            *n -= 1;
+            self.1.notify_all();
+        }
+    }
+
+    /// Whether every relay thread ended within `limit`.
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let Ok(n) = self.0.lock() else { return false };
+        self.1
+            .wait_timeout_while(n, limit, |n| *n > 0)
+            .is_ok_and(|(n, _)| *n == 0)
+    }
 }
 
 /// How one stack runs the TLS path of an attempt (after the shared checks of [`by_mode`]).
@@ -802,16 +861,23 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
 /// NSS's errors on the relay's two directions. The read side's wins: it carries the server's
 /// alert, while the write side sees only the reset that followed it (as libpq, which reads
 /// before it reports a failed write).
+/// Closed once the driver is done; later errors are the relay's own shutdown.
 #[derive(Clone, Default)]
-struct RelayErrors(Arc<std::sync::Mutex<[Option<String>; 2]>>);
+struct RelayErrors(Arc<std::sync::Mutex<(bool, [Option<String>; 2])>>);
 
 impl RelayErrors {
     fn set(&self, side: usize, raw: String) {
-        self.0.lock().expect("relay errors")[side].get_or_insert(raw);
+        let mut e = self.0.lock().expect("relay errors");
+        if !e.0 {
+            e.1[side].get_or_insert(raw);
+        }
+    }
+    fn close(&self) {
+        self.0.lock().expect("relay errors").0 = true;
     }
     fn first(&self) -> Option<String> {
         let e = self.0.lock().expect("relay errors");
-        e[0].clone().or_else(|| e[1].clone())
+        e.1[0].clone().or_else(|| e.1[1].clone())
     }
 }
 
@@ -825,6 +891,7 @@ fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream, errors
     };
     let reader = conn.clone();
     let read_errors = errors.clone();
+    RELAYS.enter();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 16384];
         loop {
@@ -843,24 +910,36 @@ fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream, errors
             }
         }
         let _ = down.shutdown(std::net::Shutdown::Write);
+        drop(reader);
+        RELAYS.leave();
     });
+    RELAYS.enter();
     std::thread::spawn(move || {
         let mut request = [0u8; 8];
-        if up.read_exact(&mut request).is_err() || up.write_all(b"S").is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; 16384];
-        loop {
-            match up.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Err(raw) = conn.write_all(&buf[..n]) {
-                        errors.set(1, raw);
-                        break;
+        if up.read_exact(&mut request).is_ok() && up.write_all(b"S").is_ok() {
+            let mut buf = vec![0u8; 16384];
+            // After a failed write the driver's bytes are dropped, as libpq does, and what the
+            // reader gets from the server decides (a TLS 1.3 alert before the reset).
+            let mut write_failed = false;
+            loop {
+                match up.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if write_failed => {}
+                    Ok(n) => {
+                        if let Err(raw) = conn.write_all(&buf[..n]) {
+                            errors.set(1, raw);
+                            write_failed = true;
+                        }
                     }
                 }
             }
         }
+        // The driver is done: wake the reader, which may wait on a server with more to say
+        // (what it reads from now on is our own shutdown, not the server's).
+        errors.close();
+        conn.shutdown();
+        drop(conn);
+        RELAYS.leave();
     });
 }
 

@@ -1,10 +1,11 @@
 //! The few NSS/NSPR calls the NSS stack needs, bound by hand: no maintained crate binds
-//! NSS's TLS over TCP. Runs only inside the per-attempt child process (see `nss.rs`), because
-//! NSS keeps one process-wide certificate database.
+//! NSS's TLS over TCP. Runs only inside the NSS worker processes (see `nss.rs`), because NSS
+//! keeps one process-wide certificate database: a worker opens the attempt's database, runs
+//! the attempt, and shuts NSS down completely before the next one.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::fd::IntoRawFd;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 type SecStatus = c_int;
 const SEC_SUCCESS: SecStatus = 0;
@@ -45,6 +46,7 @@ extern "C" {
         params: *mut c_void,
         flags: u32,
     ) -> *mut c_void;
+    fn NSS_ShutdownContext(ctx: *mut c_void) -> SecStatus;
     fn PK11_SetPasswordFunc(f: PasswordFunc);
     fn PORT_Strdup(s: *const c_char) -> *mut c_char;
     fn CERT_GetDefaultCertDB() -> *mut c_void;
@@ -87,11 +89,13 @@ extern "C" {
     fn SSL_ResetHandshake(fd: *mut PrFileDesc, as_server: PrBool) -> SecStatus;
     fn SSL_ForceHandshake(fd: *mut PrFileDesc) -> SecStatus;
     fn SSL_PeerCertificate(fd: *mut PrFileDesc) -> *mut CertCertificate;
+    fn SSL_ClearSessionCache();
 }
 
 #[link(name = "nspr4")]
 extern "C" {
     fn PR_ImportTCPSocket(osfd: c_int) -> *mut PrFileDesc;
+    fn PR_Close(fd: *mut PrFileDesc) -> c_int;
     fn PR_Read(fd: *mut PrFileDesc, buf: *mut c_void, amount: i32) -> i32;
     fn PR_Write(fd: *mut PrFileDesc, buf: *const c_void, amount: i32) -> i32;
     fn PR_GetError() -> i32;
@@ -101,6 +105,7 @@ extern "C" {
 
 const SSL_SECURITY: c_int = 1;
 const SSL_HANDSHAKE_AS_CLIENT: c_int = 5;
+const SSL_NO_CACHE: c_int = 9;
 const CERT_USAGE_SSL_SERVER: c_int = 1;
 const NSS_INIT_READONLY: u32 = 0x1;
 /// Offset of `derCert` in `CERTCertificate` (arena, subjectName, issuerName, signatureWrap),
@@ -115,11 +120,13 @@ pub enum Verify {
     ChainAndName,
 }
 
-static PASSWORD: OnceLock<CString> = OnceLock::new();
+/// The open database's password (each attempt's own).
+static PASSWORD: Mutex<Option<CString>> = Mutex::new(None);
 
 extern "C" fn password(_slot: *mut c_void, retry: PrBool, _arg: *mut c_void) -> *mut c_char {
     // A wrong password is not retried: NSS would ask forever.
-    match PASSWORD.get() {
+    let pw = PASSWORD.lock().ok().and_then(|p| p.clone());
+    match pw {
         Some(pw) if retry == 0 => unsafe { PORT_Strdup(pw.as_ptr()) },
         _ => std::ptr::null_mut(),
     }
@@ -147,11 +154,16 @@ pub fn last_error() -> String {
     }
 }
 
+/// NSS opened on one database; [`Context::shutdown`] closes it again.
+pub struct Context(*mut c_void);
+
 /// Opens the attempt's database (read-only) for this process.
-pub fn init(db: &str, db_password: Option<&str>) -> Result<(), String> {
-    if let Some(pw) = db_password {
-        let _ = PASSWORD.set(CString::new(pw).map_err(|e| e.to_string())?);
-    }
+pub fn init(db: &str, db_password: Option<&str>) -> Result<Context, String> {
+    let pw = db_password
+        .map(CString::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    *PASSWORD.lock().map_err(|e| e.to_string())? = pw;
     let dir = CString::new(db).map_err(|e| e.to_string())?;
     let empty = c"";
     unsafe {
@@ -168,15 +180,41 @@ pub fn init(db: &str, db_password: Option<&str>) -> Result<(), String> {
             return Err(format!("NSS_InitContext({db}): {}", last_error()));
         }
         if NSS_SetDomesticPolicy() != SEC_SUCCESS {
-            return Err(format!("NSS_SetDomesticPolicy: {}", last_error()));
+            let e = format!("NSS_SetDomesticPolicy: {}", last_error());
+            NSS_ShutdownContext(ctx);
+            return Err(e);
         }
+        Ok(Context(ctx))
     }
-    Ok(())
 }
 
-/// A TLS connection NSS owns.
+impl Context {
+    /// Shuts NSS down: the database, its certificate cache (certificates servers sent) and
+    /// sessions all go, so the next attempt starts as in a new process. Fails (NSS is then
+    /// unusable here) while something still holds an NSS object.
+    pub fn shutdown(self) -> Result<(), String> {
+        unsafe {
+            SSL_ClearSessionCache();
+            if NSS_ShutdownContext(self.0) != SEC_SUCCESS {
+                return Err(format!("NSS_ShutdownContext: {}", last_error()));
+            }
+        }
+        *PASSWORD.lock().map_err(|e| e.to_string())? = None;
+        Ok(())
+    }
+}
+
+/// A TLS connection NSS owns; closed when dropped.
 pub struct Conn {
     fd: *mut PrFileDesc,
+    /// The socket under it, to wake a thread blocked reading it ([`Conn::shutdown`]).
+    osfd: c_int,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        unsafe { PR_Close(self.fd) };
+    }
 }
 
 // The NSS socket is used by one reader thread and one writer thread; NSS's SSL layer locks
@@ -203,6 +241,12 @@ impl Conn {
             buf = &buf[n as usize..];
         }
         Ok(())
+    }
+
+    /// Ends the connection in both directions at the socket, so that a thread blocked in
+    /// [`Conn::read`] returns (NSS's own shutdown would wait for that thread's lock).
+    pub fn shutdown(&self) {
+        unsafe { libc::shutdown(self.osfd, libc::SHUT_RDWR) };
     }
 
     /// The server certificate's DER encoding.
@@ -290,27 +334,35 @@ pub fn handshake(
     versions: (u16, u16),
 ) -> Result<Conn, String> {
     let host = CString::new(host).map_err(|e| e.to_string())?;
-    // Leaked on purpose: NSS may call the hooks until the process (one attempt) ends.
+    // Leaked on purpose (a few bytes per attempt): NSS may call the hooks until the socket
+    // closes, which can be after this function returns.
     let ctx: &'static AuthCtx = Box::leak(Box::new(AuthCtx { verify }));
     let nickname: *mut c_char = match nickname {
         Some(n) => CString::new(n).map_err(|e| e.to_string())?.into_raw(),
         None => std::ptr::null_mut(),
     };
     unsafe {
-        let tcp = PR_ImportTCPSocket(socket.into_raw_fd());
+        let osfd = socket.into_raw_fd();
+        let tcp = PR_ImportTCPSocket(osfd);
         if tcp.is_null() {
+            libc::close(osfd);
             return Err(format!("PR_ImportTCPSocket: {}", last_error()));
         }
         let fd = SSL_ImportFD(std::ptr::null_mut(), tcp);
         if fd.is_null() {
+            PR_Close(tcp);
             return Err(format!("SSL_ImportFD: {}", last_error()));
         }
+        // From here `conn` owns the descriptor: every return closes it.
+        let conn = Conn { fd, osfd };
         let range = VersionRange {
             min: versions.0,
             max: versions.1,
         };
+        // No session resumption: every attempt verifies the server afresh.
         let ok = SSL_OptionSet(fd, SSL_SECURITY, 1) == SEC_SUCCESS
             && SSL_OptionSet(fd, SSL_HANDSHAKE_AS_CLIENT, 1) == SEC_SUCCESS
+            && SSL_OptionSet(fd, SSL_NO_CACHE, 1) == SEC_SUCCESS
             && SSL_VersionRangeSet(fd, &range) == SEC_SUCCESS
             && SSL_SetURL(fd, host.as_ptr()) == SEC_SUCCESS
             && SSL_AuthCertificateHook(fd, auth_certificate, ctx as *const AuthCtx as *mut c_void)
@@ -327,6 +379,6 @@ pub fn handshake(
         if SSL_ForceHandshake(fd) != SEC_SUCCESS {
             return Err(last_error());
         }
-        Ok(Conn { fd })
+        Ok(conn)
     }
 }

@@ -11,7 +11,7 @@ pub struct Admin(*mut pq::PGconn);
 /// What per-case queries need in every database: the sslinfo extension and `pgssl_try()`,
 /// which runs one statement and reports its first value as `value <text>`, `null`, or
 /// `error <sqlstate>`, so that an expected error does not abort the session query.
-const QUERY_SUPPORT: &str = r#"
+pub(super) const QUERY_SUPPORT: &str = r#"
 CREATE EXTENSION IF NOT EXISTS sslinfo;
 CREATE OR REPLACE FUNCTION public.pgssl_try(q text) RETURNS text LANGUAGE plpgsql AS $pgssl$
 DECLARE v text;
@@ -125,8 +125,12 @@ impl Admin {
     }
 
     /// Installs [`QUERY_SUPPORT`] in `postgres` and `template1` (and so in every database
-    /// created later). Called once per fresh server.
-    pub fn install_query_support(socket_dir: &Path, port: u16) -> Result<()> {
+    /// created later), unless the cluster was copied from a template that has it already.
+    /// `self` is connected to `postgres`.
+    pub fn install_query_support(&self, socket_dir: &Path, port: u16) -> Result<()> {
+        if self.value("SELECT count(*) FROM pg_proc WHERE proname = 'pgssl_try'")? != "0" {
+            return Ok(());
+        }
         for db in ["template1", "postgres"] {
             Self::connect_db(socket_dir, port, db)?.query(QUERY_SUPPORT)?;
         }

@@ -155,11 +155,12 @@ impl Runtime for ContainerRuntime {
     }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
-        let (mut server, version) = start_until_ready(
+        let (mut server, admin, version) = start_until_ready(
             setup,
             || self.spawn(setup),
             |s| s.wait_ready(Duration::from_secs(60)),
         )?;
+        server.admin = Some(admin);
         server.facts.pg_version = version;
         let (lib, ver) = detect_tls(&server.slot.join("data"));
         server.facts.tls_library = lib;
@@ -233,6 +234,7 @@ impl ContainerRuntime {
             ipv6: setup.ipv6,
             owner,
             parameters,
+            admin: None,
             facts: ServerFacts {
                 build: self.build.clone(),
                 runtime: "container".into(),
@@ -288,6 +290,8 @@ struct ContainerServer {
     ipv6: bool,
     owner: (u32, u32),
     parameters: std::sync::Arc<HashSet<String>>,
+    /// The superuser connection reloads reuse.
+    admin: Option<Admin>,
     facts: ServerFacts,
 }
 
@@ -312,7 +316,7 @@ impl ContainerServer {
                     if start.elapsed() > limit {
                         bail!("server not ready after {limit:?}: {e}\n{}", self.log());
                     }
-                    std::thread::sleep(Duration::from_millis(25));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
         }
@@ -346,6 +350,7 @@ impl Server for ContainerServer {
             Some(self.owner),
             setup,
             &self.log_source(),
+            &mut self.admin,
         )
     }
 
@@ -379,6 +384,7 @@ impl Server for ContainerServer {
 
 impl Drop for ContainerServer {
     fn drop(&mut self) {
+        self.admin = None;
         if let Some(c) = self.container.take() {
             docker::remove_shared(c);
         }

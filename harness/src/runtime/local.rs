@@ -25,6 +25,7 @@ pub struct LocalRuntime {
     template: OnceLock<Result<PathBuf, String>>,
     template_lock: Mutex<()>,
     next_slot: AtomicUsize,
+    facts: OnceLock<ServerFacts>,
 }
 
 /// Finds the PostgreSQL binaries: `--pg-bindir`, `pg_config --bindir`, `postgres` on PATH,
@@ -138,6 +139,7 @@ impl LocalRuntime {
             template: OnceLock::new(),
             template_lock: Mutex::new(()),
             next_slot: AtomicUsize::new(0),
+            facts: OnceLock::new(),
         })
     }
 
@@ -166,8 +168,17 @@ impl LocalRuntime {
     }
 
     fn make_template(&self) -> Result<PathBuf> {
+        // The baked objects are part of the content: a change to them is a new template.
         let key = hex::encode(
-            &Sha256::digest(format!("{}\n{}", self.bindir.display(), self.version).as_bytes())[..8],
+            &Sha256::digest(
+                format!(
+                    "{}\n{}\n{}",
+                    self.bindir.display(),
+                    self.version,
+                    super::admin::QUERY_SUPPORT
+                )
+                .as_bytes(),
+            )[..8],
         );
         // initdb runs in this run's directory (owned by the server's user), then the cluster
         // is copied into the shared cache's staging directory.
@@ -178,6 +189,7 @@ impl LocalRuntime {
             None,
             |staging| {
                 self.run_initdb(&work)?;
+                self.bake(&work)?;
                 crate::pki::copy_tree(&work.join("data"), staging)
             },
         );
@@ -201,6 +213,8 @@ impl LocalRuntime {
                 "UTF8",
                 "--locale=C",
                 "--no-sync",
+                // Every server copies the cluster: 1 MB of WAL instead of 16.
+                "--wal-segsize=1",
                 "-D",
             ])
             .arg(&data)
@@ -225,12 +239,61 @@ impl LocalRuntime {
     }
 }
 
-impl Runtime for LocalRuntime {
-    fn build_name(&self) -> &str {
-        "local"
+impl LocalRuntime {
+    /// Installs what every server needs once into the fresh cluster (`work/data`), so that a
+    /// server start copies it instead of creating it: a server on a private socket only,
+    /// stopped cleanly (a shutdown checkpoint, so copies start without recovery).
+    fn bake(&self, work: &Path) -> Result<()> {
+        let sock = work.join("bake-sock");
+        std::fs::create_dir_all(&sock)?;
+        chown_tree(&sock, self.owner)?;
+        let port = free_port(false)?;
+        let mut child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(work.join("data"))
+            .args(["-c", "listen_addresses=", "-c"])
+            .arg(format!("unix_socket_directories={}", sock.display()))
+            .args(["-c", &format!("port={port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .context("starting postgres to prepare the template cluster")?;
+        let _registration = cleanup::register_process(child.id() as i32);
+        let start = Instant::now();
+        let installed = loop {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    std::io::Read::read_to_string(&mut e, &mut err).ok();
+                }
+                bail!("postgres ended while preparing the template cluster ({status}): {err}");
+            }
+            match Admin::connect(&sock, port) {
+                Ok(admin) => break admin.install_query_support(&sock, port),
+                Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                    break Err(e.context("postgres preparing the template cluster not ready"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        // SAFETY: signalling the postmaster we started: fast shutdown, with its checkpoint.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait()?;
+        installed?;
+        if !status.success() {
+            bail!("postgres preparing the template cluster did not stop cleanly ({status})");
+        }
+        std::fs::remove_dir_all(&sock).ok();
+        Ok(())
     }
+}
 
-    fn detect_facts(&self) -> Result<ServerFacts> {
+impl LocalRuntime {
+    /// The build's facts from its binaries: version, and the TLS library postgres links.
+    fn read_facts(&self) -> Result<ServerFacts> {
         // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
         let pg_version = self
             .version
@@ -252,10 +315,7 @@ impl Runtime for LocalRuntime {
         let (tls_library, tls_version) = match (path_of("libssl.so"), path_of("libcrypto.so")) {
             (Some(_), Some(crypto)) => (
                 "openssl".to_string(),
-                std::fs::read(crypto)
-                    .ok()
-                    .and_then(|b| openssl_version_in(&b))
-                    .unwrap_or_default(),
+                openssl_version_of(Path::new(&crypto)).unwrap_or_default(),
             ),
             _ => ("none".to_string(), String::new()),
         };
@@ -267,13 +327,28 @@ impl Runtime for LocalRuntime {
             tls_version,
         })
     }
+}
+
+impl Runtime for LocalRuntime {
+    fn build_name(&self) -> &str {
+        "local"
+    }
+
+    fn detect_facts(&self) -> Result<ServerFacts> {
+        if let Some(f) = self.facts.get() {
+            return Ok(f.clone());
+        }
+        let facts = self.read_facts()?;
+        Ok(self.facts.get_or_init(|| facts).clone())
+    }
 
     fn start(&self, setup: &ServerSetup) -> Result<Box<dyn Server>> {
-        let (mut server, version) = start_until_ready(
+        let (mut server, admin, version) = start_until_ready(
             setup,
             || self.spawn(setup),
             |s| s.wait_ready(Duration::from_secs(60)),
         )?;
+        server.admin = Some(admin);
         server.facts.pg_version = version;
         let (lib, ver) = detect_tls(server.child.id());
         server.facts.tls_library = lib;
@@ -335,6 +410,7 @@ impl LocalRuntime {
             ipv6: setup.ipv6,
             log_path,
             owner: self.owner,
+            admin: None,
             facts: ServerFacts {
                 build: "local".into(),
                 runtime: "local".into(),
@@ -348,12 +424,13 @@ impl LocalRuntime {
 
 /// Spawns servers until one is ready, again on a new port while another process took the port
 /// between our probe and postgres's bind (at most [`PORT_TRIES`]); then installs what per-case
-/// queries need and the setup's roles and databases. Returns the server and its version.
+/// queries need and the setup's roles and databases. Returns the server, its admin connection
+/// (kept for reloads) and its version.
 pub(super) fn start_until_ready<S: Server>(
     setup: &ServerSetup,
     mut spawn: impl FnMut() -> Result<S>,
     wait_ready: impl Fn(&mut S) -> Result<Admin>,
-) -> Result<(S, String)> {
+) -> Result<(S, Admin, String)> {
     let mut tries = 0;
     let (server, admin) = loop {
         tries += 1;
@@ -364,11 +441,11 @@ pub(super) fn start_until_ready<S: Server>(
             Err(e) => return Err(e),
         }
     };
-    Admin::install_query_support(server.socket_dir(), server.port())?;
+    admin.install_query_support(server.socket_dir(), server.port())?;
     admin.ensure_objects(&setup.roles, &setup.databases)?;
     let version = admin.value("SHOW server_version")?;
     let version = version.split_whitespace().next().unwrap_or("").to_string();
-    Ok((server, version))
+    Ok((server, admin, version))
 }
 
 /// Starts tried per server: the free port is released before postgres binds it, and another
@@ -420,27 +497,41 @@ pub(super) fn reload_config(
     owner: Option<(u32, u32)>,
     setup: &ServerSetup,
     log: &super::LogSource,
+    kept: &mut Option<Admin>,
 ) -> Result<()> {
-    let admin = Admin::connect(sock, port)?;
-    let before = admin.value("SELECT pg_conf_load_time()::text")?;
+    // The connection kept from the start or the last reload, if it still answers.
+    let admin = match kept.take() {
+        Some(a) if a.value("SELECT 1").is_ok() => a,
+        _ => Admin::connect(sock, port)?,
+    };
     let log_offset = log().len();
     write_config(data, sock, port, setup)?;
     chown_tree(&data.join("pgssl"), owner)?;
     for f in ["pgssl.conf", "pg_hba.conf", "pg_ident.conf"] {
         chown_tree(&data.join(f), owner)?;
     }
+    // The server's clock before the signal: the postmaster's reload time is later.
+    let sent = admin.value("SELECT clock_timestamp()::text")?;
     admin.query("SELECT pg_reload_conf()")?;
     drop(admin);
+    // A session that existed before the reload reports its own re-read time, which comes
+    // before the postmaster reloads its SSL context: only a session forked after the
+    // postmaster finished reloading sees the postmaster's time.
+    let reloaded = format!(
+        "SELECT pg_conf_load_time() > {}::timestamptz",
+        super::admin::quote_literal(&sent)
+    );
     let start = Instant::now();
     let admin = loop {
+        std::thread::sleep(Duration::from_millis(2));
         let admin = Admin::connect(sock, port)?;
-        if admin.value("SELECT pg_conf_load_time()::text")? != before {
+        if admin.value(&reloaded)? == "t" {
             break admin;
         }
         if start.elapsed() > Duration::from_secs(10) {
             bail!("server did not reload within 10 s");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(8));
     };
     let problems = config_errors(&admin)?;
     if !problems.is_empty() {
@@ -466,14 +557,16 @@ pub(super) fn reload_config(
         if start.elapsed() > Duration::from_secs(20) {
             bail!("the server's log did not show the reload check within 20 s");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     };
     if let Some(line) = text.lines().find(|l| {
         l.contains("not reloaded") || l.contains("contains errors") || l.contains("could not load")
     }) {
         bail!("server rejected the new configuration: {line}");
     }
-    admin.ensure_objects(&setup.roles, &setup.databases)
+    admin.ensure_objects(&setup.roles, &setup.databases)?;
+    *kept = Some(admin);
+    Ok(())
 }
 
 /// What the server finds wrong in the configuration files on disk: pg_hba.conf
@@ -523,6 +616,8 @@ pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSe
         ("log_connections", "on".into()),
         ("log_line_prefix", "%m [%p] ".into()),
         ("fsync", "off".into()),
+        // Servers live seconds: vacuum workers only cost CPU.
+        ("autovacuum", "off".into()),
         ("max_connections", "60".into()),
     ] {
         conf.push_str(&format!("{k} = {}\n", quote(&v)));
@@ -580,10 +675,26 @@ fn detect_tls(pid: u32) -> (String, String) {
         return ("none".into(), String::new());
     }
     let version = lib_path("libcrypto.so")
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|bytes| openssl_version_in(&bytes))
+        .and_then(|p| openssl_version_of(Path::new(&p)))
         .unwrap_or_else(|| "unknown".into());
     ("openssl".into(), version)
+}
+
+/// The OpenSSL version of a libcrypto file, read once per path and run (servers start often).
+pub(super) fn openssl_version_of(path: &Path) -> Option<String> {
+    static SEEN: OnceLock<Mutex<std::collections::HashMap<PathBuf, Option<String>>>> =
+        OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(v) = seen.lock().ok()?.get(path) {
+        return v.clone();
+    }
+    let version = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| openssl_version_in(&bytes));
+    seen.lock()
+        .ok()?
+        .insert(path.to_path_buf(), version.clone());
+    version
 }
 
 /// Finds `OpenSSL 3.0.17 ` style version text inside a libcrypto binary.
@@ -619,6 +730,8 @@ struct LocalServer {
     ipv6: bool,
     log_path: PathBuf,
     owner: Option<(u32, u32)>,
+    /// The superuser connection reloads reuse.
+    admin: Option<Admin>,
     facts: ServerFacts,
 }
 
@@ -644,7 +757,7 @@ impl LocalServer {
                 Err(e) if start.elapsed() > limit => {
                     bail!("server not ready after {limit:?}: {e}\n{}", self.log())
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(25)),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     }
@@ -676,6 +789,7 @@ impl Server for LocalServer {
             self.owner,
             setup,
             &self.log_source(),
+            &mut self.admin,
         )
     }
 
@@ -701,7 +815,9 @@ impl Server for LocalServer {
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        cleanup::stop_process(self.child.id() as i32, Duration::from_secs(10));
+        self.admin = None;
+        // Its files are removed next: an immediate shutdown, no checkpoint to write.
+        cleanup::discard_process(self.child.id() as i32);
         self.child.try_wait().ok();
         std::fs::remove_dir_all(&self.slot).ok();
     }
