@@ -9,6 +9,7 @@ pub mod case_filter;
 pub mod cleanup;
 pub mod client;
 pub mod diff;
+pub mod drivers_doc;
 pub mod error_class;
 pub mod facts;
 pub mod images;

@@ -249,6 +249,7 @@ pub fn error_table_findings(
                 || *class == ErrorClass::ServerStartFailed
                 || server.contains(class)
                 || table.rows.iter().any(|r| r.class == *class)
+                || folder.spec.shim_classes.contains(class)
             {
                 continue;
             }

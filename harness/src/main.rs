@@ -53,7 +53,7 @@ enum Command {
     Lint {
         #[command(flatten)]
         sel: Selection,
-        /// Regenerate docs/error-classes.md, docs/divergences.md and the JSON schemas in docs/schema/.
+        /// Regenerate docs/error-classes.md, docs/divergences.md, docs/drivers.md and the JSON schemas in docs/schema/.
         #[arg(long)]
         write_docs: bool,
         /// Also judge overrides against every backend of this matrix (e.g. ci/matrix.toml):
@@ -464,7 +464,13 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
         .shard(units(
             &scenarios,
             &config.servers,
-            config.clients.len(),
+            // Pairs per unit for the balance: the mean over servers when [[only]] limits some.
+            config
+                .servers
+                .iter()
+                .map(|s| config.clients_for(s).len())
+                .sum::<usize>()
+                .div_ceil(config.servers.len().max(1)),
             &filter,
         ))
         .map_err(Infra)?;
@@ -496,10 +502,17 @@ fn matrix(a: MatrixArgs) -> Result<i32, Infra> {
     for spec in &config.servers {
         let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
         let scenarios = in_shard(load(&a.scenarios).map_err(Infra)?, spec, shard.as_ref());
+        let names = config.clients_for(spec);
         let plan = Plan {
             scenarios,
             runtime,
-            clients: clients.clone(),
+            clients: config
+                .clients
+                .iter()
+                .zip(&clients)
+                .filter(|(n, _)| names.contains(n))
+                .map(|(_, c)| c.clone())
+                .collect(),
             filter: filter.clone(),
             jobs: a.jobs,
             timeout: Duration::from_secs(a.timeout),
@@ -611,6 +624,12 @@ fn lint(
             pgssl::lint::divergences_doc(&scenarios),
         )
         .map_err(Infra)?;
+        let stacks = Stacks::load(&sel.stacks).map_err(|e| Infra(e.into()))?;
+        write(
+            "docs/drivers.md",
+            pgssl::drivers_doc::drivers_doc(&scenarios, &stacks),
+        )
+        .map_err(Infra)?;
         std::fs::create_dir_all("docs/schema").map_err(|e| Infra(e.into()))?;
         write(
             "docs/schema/scenario.schema.json",
@@ -645,7 +664,13 @@ fn lint(
         for spec in &config.servers {
             let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
             let server = runtime.detect_facts().map_err(Infra)?;
-            for c in &matrix_clients {
+            let names = config.clients_for(spec);
+            for (_, c) in config
+                .clients
+                .iter()
+                .zip(&matrix_clients)
+                .filter(|(n, _)| names.contains(n))
+            {
                 backends.push(BackendFacts {
                     server: server.clone(),
                     client: c.facts().clone(),

@@ -18,13 +18,57 @@ pub struct MatrixConfig {
     pub servers: Vec<String>,
     /// Client stack names (`libpq`, `native-tls`, `libpq:<build>`, ...).
     pub clients: Vec<String>,
+    /// Clients that run against some server builds only (`[[only]]` tables); every other
+    /// client runs against every server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<Only>,
+}
+
+/// `[[only]] clients = [...] servers = [...]`: these clients, with these servers only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Only {
+    pub clients: Vec<String>,
+    pub servers: Vec<String>,
 }
 
 impl MatrixConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for o in &config.only {
+            let unknown = o
+                .clients
+                .iter()
+                .find(|c| !config.clients.contains(c))
+                .map(|c| format!("client {c:?} is not in `clients`"))
+                .or_else(|| {
+                    o.servers
+                        .iter()
+                        .find(|s| !config.servers.contains(s))
+                        .map(|s| format!("server {s:?} is not in `servers`"))
+                });
+            if let Some(m) = unknown {
+                anyhow::bail!("{}: [[only]]: {m}", path.display());
+            }
+        }
+        Ok(config)
+    }
+
+    /// The clients that run against `server`, in `clients` order.
+    pub fn clients_for(&self, server: &str) -> Vec<String> {
+        self.clients
+            .iter()
+            .filter(|c| {
+                self.only
+                    .iter()
+                    .filter(|o| o.clients.contains(c))
+                    .all(|o| o.servers.iter().any(|s| s == server))
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -67,7 +111,7 @@ pub fn backends(config: &MatrixConfig) -> Vec<String> {
     config
         .servers
         .iter()
-        .flat_map(|s| config.clients.iter().map(move |c| (s, c)))
+        .flat_map(|s| config.clients_for(s).into_iter().map(move |c| (s, c)))
         .map(|(s, c)| format!("{c}@{s}"))
         .collect()
 }
@@ -161,5 +205,28 @@ mod tests {
         let c: super::MatrixConfig =
             toml::from_str("servers = [\"a\", \"b\"]\nclients = [\"x\", \"y\"]").unwrap();
         assert_eq!(super::backends(&c), ["x@a", "y@a", "x@b", "y@b"]);
+    }
+
+    #[test]
+    fn only_limits_clients_to_some_servers_and_names_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        let base = "servers = [\"a\", \"b\"]\nclients = [\"x\", \"y\"]\n";
+        std::fs::write(
+            &path,
+            format!("{base}[[only]]\nclients = [\"y\"]\nservers = [\"b\"]\n"),
+        )
+        .unwrap();
+        let c = super::MatrixConfig::load(&path).unwrap();
+        assert_eq!(c.clients_for("a"), ["x"]);
+        assert_eq!(c.clients_for("b"), ["x", "y"]);
+        assert_eq!(super::backends(&c), ["x@a", "x@b", "y@b"]);
+        std::fs::write(
+            &path,
+            format!("{base}[[only]]\nclients = [\"z\"]\nservers = [\"b\"]\n"),
+        )
+        .unwrap();
+        let err = super::MatrixConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("client \"z\" is not in `clients`"), "{err}");
     }
 }

@@ -47,6 +47,7 @@ impl ResultsDoc {
         let config = config.unwrap_or_else(|| MatrixConfig {
             servers: unique(results.iter().map(|r| r.server.clone())),
             clients: unique(results.iter().map(|r| r.result.client.clone())),
+            only: Vec::new(),
         });
         let mut doc = ResultsDoc {
             backends: crate::matrix::backends(&config),
@@ -132,8 +133,8 @@ fn old_query_form(v: &mut Value) {
     }
 }
 
-fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+fn unique<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
     for i in items {
         if !out.contains(&i) {
             out.push(i);
@@ -234,6 +235,7 @@ pub fn merge(docs: Vec<(PathBuf, ResultsDoc)>, whole: bool) -> Result<ResultsDoc
     let config = MatrixConfig {
         servers: unique(docs.iter().flat_map(|(_, d)| d.config.servers.clone())),
         clients: unique(docs.iter().flat_map(|(_, d)| d.config.clients.clone())),
+        only: unique(docs.iter().flat_map(|(_, d)| d.config.only.clone())),
     };
     let cases = unique(docs.iter().flat_map(|(_, d)| d.cases.clone()));
     let wall = docs.iter().map(|(_, d)| d.wall_millis).max().unwrap_or(0);

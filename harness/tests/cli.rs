@@ -138,6 +138,13 @@ fn generated_docs_are_current() {
             pgssl::lint::divergences_doc(&scenarios),
         ),
         (
+            "docs/drivers.md",
+            pgssl::drivers_doc::drivers_doc(
+                &scenarios,
+                &pgssl::client::registry::Stacks::load(&root.join("stacks")).unwrap(),
+            ),
+        ),
+        (
             "docs/schema/attempt.schema.json",
             pgssl::client::protocol::schema(),
         ),

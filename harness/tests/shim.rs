@@ -83,6 +83,7 @@ fn shim(root: &Path, name: &str) -> Shim {
         install: String::new(),
         facts: Vec::new(),
         max_in_flight: f.spec.max_in_flight,
+        shim_classes: f.spec.shim_classes.clone(),
         errors: f.errors.clone().unwrap_or_default(),
     })
     .unwrap()
@@ -173,6 +174,48 @@ fn a_shim_that_exits_mid_attempt_is_a_harness_error_with_its_stderr() {
     let again = rt.block_on(attempt(&client, request(Duration::from_secs(10))));
     assert_eq!(again.unwrap_err(), why);
     drop(client);
+    assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());
+}
+
+/// A reply may name its class only when stack.toml lists it in `shim_classes`; otherwise the
+/// stack is broken (a harness error), not a failed case.
+#[test]
+fn a_shim_class_must_be_declared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reply = r#"for line in sys.stdin:
+    r = json.loads(line)
+    send({"type": "reply", "id": r["id"], "result": {"failed": {"message": "no host lists", "class": "unsupported"}}})
+"#;
+    stack(
+        tmp.path(),
+        "sure",
+        &format!("{HELLO}{reply}"),
+        "shim_classes = [\"unsupported\"]\n",
+    );
+    stack(tmp.path(), "unsure", &format!("{HELLO}{reply}"), "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sure = shim(tmp.path(), "sure");
+    let o = rt.block_on(attempt(&sure, request(Duration::from_secs(10))));
+    assert!(
+        matches!(
+            o,
+            Ok(Outcome::Failed {
+                class: ErrorClass::Unsupported,
+                ..
+            })
+        ),
+        "{o:?}"
+    );
+    let unsure = shim(tmp.path(), "unsure");
+    let why = rt
+        .block_on(attempt(&unsure, request(Duration::from_secs(10))))
+        .unwrap_err();
+    assert!(
+        why.contains("client stack unsure") && why.contains("shim_classes"),
+        "{why}"
+    );
+    drop((sure, unsure));
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());
 }
 

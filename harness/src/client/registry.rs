@@ -64,6 +64,14 @@ pub struct StackFile {
     /// Part of the default set of `pgssl run` (no `--client`).
     #[serde(default)]
     pub default: bool,
+    /// Error classes the shim itself may give in a reply's `class` (it knows them with
+    /// certainty, e.g. `unsupported`); a reply naming another class is a harness error.
+    #[serde(default)]
+    pub shim_classes: Vec<crate::error_class::ErrorClass>,
+    /// The TLS library, as the `client.tls_library` fact names it. Only docs/drivers.md reads
+    /// it (to select overrides without starting the stack); runs use what the stack reports.
+    #[serde(default)]
+    pub tls_library: String,
 }
 
 fn one() -> usize {
@@ -188,6 +196,7 @@ impl Stacks {
                 install: folder.spec.install.clone(),
                 facts: folder.spec.facts.clone(),
                 max_in_flight: folder.spec.max_in_flight,
+                shim_classes: folder.spec.shim_classes.clone(),
                 errors,
             })?)),
             (None, None) => unreachable!("checked when loading"),

@@ -43,6 +43,8 @@ pub struct ShimSpec {
     pub install: String,
     pub facts: Vec<Fact>,
     pub max_in_flight: usize,
+    /// Classes a reply may name itself (`stack.toml` `shim_classes`).
+    pub shim_classes: Vec<ErrorClass>,
     pub errors: ErrorTable,
 }
 
@@ -248,6 +250,12 @@ fn finish(spec: &ShimSpec, ended: Ended) -> Result<Outcome, String> {
             .map(|s| Outcome::Connected(Box::new(s)))
             .unwrap_or_else(|e| Outcome::failed(ErrorClass::Unclassified, e))),
         Ended::Replied(AttemptResult::Failed(f)) => {
+            if let Some(c) = f.class.filter(|c| !spec.shim_classes.contains(c)) {
+                return Err(format!(
+                    "client stack {}: its reply names class `{c}`, which its stack.toml does not list in shim_classes",
+                    spec.name
+                ));
+            }
             let class = f
                 .class
                 .or_else(|| server_messages::classify(&f.message))

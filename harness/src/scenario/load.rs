@@ -138,6 +138,8 @@ pub struct Case {
     /// `<scenario>/<id>`.
     pub id: String,
     pub doc: Option<String>,
+    /// The behaviour group (the case's, else the file's, else `other`).
+    pub group: super::Group,
     pub line: usize,
     /// Connection keywords; file keywords still hold PKI names.
     pub conn: BTreeMap<String, String>,
@@ -472,6 +474,7 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
         cases.push(Case {
             id: format!("{name}/{id}"),
             doc: def.doc,
+            group: def.group.or(file.group).unwrap_or(super::Group::Other),
             line,
             conn,
             env: def

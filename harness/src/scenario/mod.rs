@@ -2,8 +2,11 @@
 //! against it, with one canonical expectation per case and per-backend overrides.
 //! `docs/scenario-format.md` describes the same types for authors.
 
+mod group;
 pub mod load;
 mod select;
+
+pub use group::Group;
 
 pub use load::{line_of, load_scenarios, parse_toml, Case, LoadError, Scenario};
 pub use select::Matcher;
@@ -20,6 +23,8 @@ use toml::Spanned;
 pub struct ScenarioFile {
     /// What this scenario checks, in a sentence or two.
     pub doc: String,
+    /// The behaviour group its cases show (a row of docs/drivers.md); default `other`.
+    pub group: Option<Group>,
     /// PKI spec to materialise, relative to this file; default `../certs/pki.toml`.
     pub pki: Option<String>,
     /// The server configuration every case of this file runs against.
@@ -184,6 +189,8 @@ pub struct CaseDef {
     pub id: Spanned<String>,
     /// What the case shows.
     pub doc: Option<String>,
+    /// The behaviour group, when it is not the file's.
+    pub group: Option<Group>,
     /// libpq connection keywords and values, over the file's defaults. File-valued keywords
     /// (sslcert, sslkey, sslrootcert, sslcrl, sslcrldir) name PKI files; `@missing` names a
     /// file that does not exist.
