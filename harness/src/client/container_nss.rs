@@ -551,7 +551,6 @@ impl InContainer {
                 } else {
                     classify_driver(&e)
                 }
-                .after_handshake()
             }
         }
     }

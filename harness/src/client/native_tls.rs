@@ -133,9 +133,7 @@ async fn connect(
         }
     };
     let (client, connection) = config
-        .connect(super::last_words::LastWordsConnect(MakeTlsConnector::new(
-            connector,
-        )))
+        .connect(MakeTlsConnector::new(connector))
         .await
         .map_err(|e| classify(&e))?;
     super::tokio_postgres_session(
