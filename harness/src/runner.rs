@@ -243,6 +243,7 @@ pub fn connect_request(
         timeout,
         queries,
         env,
+        pki_dir: Some(pki.dir.clone()),
     }
 }
 

@@ -68,6 +68,7 @@ fn request(timeout: Duration) -> ConnectRequest {
         timeout,
         queries: Vec::new(),
         env: Vec::new(),
+        pki_dir: None,
     }
 }
 

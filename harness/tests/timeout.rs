@@ -123,6 +123,7 @@ fn every_stack_times_out(port: u16, sslmode: &str, extra: &[(&str, String)]) {
             timeout: DEADLINE,
             queries: Vec::new(),
             env: Vec::new(),
+            pki_dir: None,
         };
         let start = Instant::now();
         let outcome = rt.block_on(attempt(client.as_ref(), request)).unwrap();

@@ -77,6 +77,53 @@ def openssl_version():
     return lib.OpenSSL_version(0).decode().split()[1]
 
 
+# OpenSSL 3.0 decodes an RSA-PSS public key wrongly when two threads are the first to decode
+# one at once (a race in its first use of the decoder). Attempts run in threads, so the first
+# attempt with a PKI directory decodes its certificates alone, in libpq's own libcrypto, while
+# the others wait.
+_primed = set()
+_prime_lock = threading.Lock()
+
+
+def _libcrypto():
+    path = mapped("libcrypto", os.path.dirname(_libpq_path))
+    if not path:
+        return None
+    lib = ctypes.CDLL(path)
+    lib.BIO_new_mem_buf.restype = ctypes.c_void_p
+    lib.BIO_new_mem_buf.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    lib.PEM_read_bio_X509.restype = ctypes.c_void_p
+    lib.PEM_read_bio_X509.argtypes = [ctypes.c_void_p] + [ctypes.c_void_p] * 3
+    lib.X509_free.argtypes = [ctypes.c_void_p]
+    lib.BIO_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def prime(directory):
+    with _prime_lock:
+        if directory in _primed:
+            return
+        _primed.add(directory)
+        lib = _libcrypto()
+        if lib is None:
+            return
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith((".crt", ".pem")):
+                continue
+            with open(os.path.join(directory, name), "rb") as f:
+                pem = f.read()
+            bio = lib.BIO_new_mem_buf(pem, len(pem))
+            while True:
+                cert = lib.PEM_read_bio_X509(bio, None, None, None)
+                if not cert:
+                    break
+                lib.X509_free(cert)
+            lib.BIO_free(bio)
+        # The last read left "no start line" in this thread's error queue, which libpq
+        # would otherwise report as this thread's next SSL error.
+        lib.ERR_clear_error()
+
+
 def attempt(request):
     try:
         conninfo = make_conninfo("", **dict(request["params"]))
@@ -100,6 +147,8 @@ def attempt(request):
 
 def serve(request):
     try:
+        if request.get("pki_dir"):
+            prime(request["pki_dir"])
         result = attempt(request)
     except Exception as e:  # a bug in the shim: say so, as an unclassified failure
         result = {"failed": {"message": "shim: %s: %s" % (type(e).__name__, e)}}

@@ -12,6 +12,7 @@ mod native_tls;
 mod nss;
 mod nss_ffi;
 mod nss_workers;
+mod openssl_first_use;
 pub mod protocol;
 pub mod registry;
 mod rustls;
@@ -46,6 +47,9 @@ pub struct ConnectRequest {
     /// stacks then run the attempt in a child process of their own ([`isolated`]).
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// The directory of the scenario's PKI, where every file the request names lives.
+    #[serde(default)]
+    pub pki_dir: Option<std::path::PathBuf>,
 }
 
 impl ConnectRequest {
@@ -95,6 +99,12 @@ pub trait ClientStack: Send + Sync {
 /// harness error: the stack itself is broken.
 pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Result<Outcome, String> {
     let limit = request.timeout + Duration::from_secs(1);
+    if let (true, Some(dir)) = (
+        client.in_process() && client.facts().tls_library == "openssl",
+        request.pki_dir.clone(),
+    ) {
+        let _ = tokio::task::spawn_blocking(move || openssl_first_use::prime(&dir)).await;
+    }
     if client.owns_deadline() {
         return client.try_connect(request).await;
     }

@@ -67,6 +67,12 @@ pub struct Request {
     pub queries: Vec<String>,
     /// Milliseconds the whole attempt may take; the harness kills the shim after that.
     pub deadline_ms: u64,
+    /// The directory of the scenario's PKI (every certificate, key and CRL it generated).
+    /// OpenSSL 3.0 decodes an RSA-PSS public key wrongly when two threads are the first to do
+    /// so at once; a shim that runs attempts in threads over OpenSSL reads the certificates of
+    /// each new directory once, before its first attempt with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pki_dir: Option<String>,
 }
 
 /// How one attempt ended.

@@ -154,6 +154,7 @@ impl ClientStack for Shim {
                 session_query: request.session_sql(),
                 queries: request.queries.clone(),
                 deadline_ms: deadline.as_millis() as u64,
+                pki_dir: request.pki_dir.as_ref().map(|d| d.display().to_string()),
             };
             // A case's environment needs a process of its own, started with it.
             if !request.env.is_empty() {
