@@ -551,6 +551,7 @@ impl InContainer {
                 } else {
                     classify_driver(&e)
                 }
+                .after_handshake()
             }
         }
     }

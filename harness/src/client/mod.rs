@@ -7,6 +7,7 @@ mod container_nss;
 pub mod error_table;
 mod helper_process;
 pub mod isolated;
+mod last_words;
 mod libpq;
 mod native_tls;
 mod nss;

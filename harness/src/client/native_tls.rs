@@ -133,7 +133,9 @@ async fn connect(
         }
     };
     let (client, connection) = config
-        .connect(MakeTlsConnector::new(connector))
+        .connect(super::last_words::LastWordsConnect(MakeTlsConnector::new(
+            connector,
+        )))
         .await
         .map_err(|e| classify(&e))?;
     super::tokio_postgres_session(

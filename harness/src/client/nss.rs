@@ -112,7 +112,16 @@ pub struct ChildRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ChildResult {
     Row(Vec<String>),
-    Failed { class: ErrorClass, raw: String },
+    Failed {
+        class: ErrorClass,
+        raw: String,
+    },
+    /// TLS failed after a completed handshake (a TLS 1.3 alert, a reset) without the server's
+    /// ErrorResponse: libpq's prefer does not retry in plaintext then.
+    FailedAfterHandshake {
+        class: ErrorClass,
+        raw: String,
+    },
 }
 
 impl ClientStack for Nss {
@@ -143,7 +152,16 @@ impl ChildResult {
                 Ok(s) => Outcome::Connected(Box::new(s)),
                 Err(e) => Outcome::failed(ErrorClass::Unclassified, e),
             },
-            ChildResult::Failed { class, raw } => Outcome::failed(class, raw),
+            ChildResult::Failed { class, raw }
+            | ChildResult::FailedAfterHandshake { class, raw } => Outcome::failed(class, raw),
+        }
+    }
+
+    /// Marks a failure as one after the handshake (see [`ChildResult::FailedAfterHandshake`]).
+    pub(crate) fn after_handshake(self) -> ChildResult {
+        match self {
+            ChildResult::Failed { class, raw } => ChildResult::FailedAfterHandshake { class, raw },
+            other => other,
         }
     }
 }
@@ -567,9 +585,10 @@ async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
             } => path.tls(req, mode).await,
             other => other,
         },
-        // libpq's prefer: TLS first, plaintext again when that fails.
+        // libpq's prefer: TLS first, plaintext again when the handshake fails or the server
+        // answers with an error; not after TLS failed past a completed handshake.
         "prefer" => match path.tls(req, mode).await {
-            r @ ChildResult::Row(_) => r,
+            r @ (ChildResult::Row(_) | ChildResult::FailedAfterHandshake { .. }) => r,
             r @ ChildResult::Failed {
                 class: ErrorClass::Timeout,
                 ..
@@ -817,7 +836,8 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
         Ok(p) => p,
         Err(e) => return failed(ErrorClass::IoError, e.to_string()),
     };
-    relay(conn, ours);
+    let errors = RelayErrors::default();
+    relay(conn, ours, errors.clone());
     if let Err(e) = theirs.set_nonblocking(true) {
         return failed(ErrorClass::IoError, e.to_string());
     }
@@ -825,26 +845,68 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
         Ok(s) => s,
         Err(e) => return failed(ErrorClass::IoError, e.to_string()),
     };
-    finish(start.config, stream, binding, &req.sql)
-        .await
-        .unwrap_or_else(|e| classify_driver(&e))
+    match finish(start.config, stream, binding, &req.sql).await {
+        Ok(r) => r,
+        // The server's ErrorResponse wins; otherwise the driver saw only the relay end, and
+        // NSS's own error (a TLS 1.3 alert after the handshake, a reset) says why.
+        Err(e) if e.as_db_error().is_some() => classify_driver(&e),
+        Err(e) => match errors.first() {
+            Some(raw) => classify_nss(raw),
+            None => classify_driver(&e),
+        }
+        .after_handshake(),
+    }
+}
+
+/// NSS's errors on the relay's two directions. The read side's wins: it carries the server's
+/// alert, while the write side sees only the reset that followed it (as libpq, which reads
+/// before it reports a failed write).
+/// Closed once the driver is done; later errors are the relay's own shutdown.
+#[derive(Clone, Default)]
+struct RelayErrors(Arc<std::sync::Mutex<(bool, [Option<String>; 2])>>);
+
+impl RelayErrors {
+    fn set(&self, side: usize, raw: String) {
+        let mut e = self.0.lock().expect("relay errors");
+        if !e.0 {
+            e.1[side].get_or_insert(raw);
+        }
+    }
+    fn close(&self) {
+        self.0.lock().expect("relay errors").0 = true;
+    }
+    fn first(&self) -> Option<String> {
+        let e = self.0.lock().expect("relay errors");
+        e.1[0].clone().or_else(|| e.1[1].clone())
+    }
 }
 
 /// Copies plaintext between the NSS connection and the driver's end of a socket pair. The
 /// driver starts with its own SSLRequest, which the real server already answered: the bridge
 /// answers it with `S` and then relays.
-fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream) {
+fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream, errors: RelayErrors) {
     let (mut up, mut down) = match local.try_clone() {
         Ok(c) => (local, c),
         Err(_) => return,
     };
     let reader = conn.clone();
+    let read_errors = errors.clone();
     RELAYS.enter();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 16384];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || down.write_all(&buf[..n]).is_err() {
-                break;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if down.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                // Recorded before the driver can see the end of its stream.
+                Err(raw) => {
+                    read_errors.set(0, raw);
+                    break;
+                }
             }
         }
         let _ = down.shutdown(std::net::Shutdown::Write);
@@ -856,18 +918,25 @@ fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream) {
         let mut request = [0u8; 8];
         if up.read_exact(&mut request).is_ok() && up.write_all(b"S").is_ok() {
             let mut buf = vec![0u8; 16384];
+            // After a failed write the driver's bytes are dropped, as libpq does, and what the
+            // reader gets from the server decides (a TLS 1.3 alert before the reset).
+            let mut write_failed = false;
             loop {
                 match up.read(&mut buf) {
                     Ok(0) | Err(_) => break,
+                    Ok(_) if write_failed => {}
                     Ok(n) => {
-                        if conn.write_all(&buf[..n]).is_err() {
-                            break;
+                        if let Err(raw) = conn.write_all(&buf[..n]) {
+                            errors.set(1, raw);
+                            write_failed = true;
                         }
                     }
                 }
             }
         }
-        // The driver is done: wake the reader, which may wait on a server with more to say.
+        // The driver is done: wake the reader, which may wait on a server with more to say
+        // (what it reads from now on is our own shutdown, not the server's).
+        errors.close();
         conn.shutdown();
         drop(conn);
         RELAYS.leave();
@@ -1098,6 +1167,27 @@ mod tests {
             db_build_class("building the NSS database: certutil -N failed: x"),
             ErrorClass::Unclassified
         );
+    }
+
+    #[test]
+    fn the_relays_read_error_wins_over_its_write_error() {
+        let e = RelayErrors::default();
+        assert_eq!(e.first(), None);
+        e.set(
+            1,
+            "PR_CONNECT_RESET_ERROR: TCP connection reset by peer".into(),
+        );
+        e.set(
+            0,
+            "SSL_ERROR_UNKNOWN_CA_ALERT: Peer does not recognize".into(),
+        );
+        e.set(0, "PR_END_OF_FILE_ERROR: a later error".into());
+        let raw = e.first().unwrap();
+        assert!(raw.starts_with("SSL_ERROR_UNKNOWN_CA_ALERT"));
+        match classify_nss(raw) {
+            ChildResult::Failed { class, .. } => assert_eq!(class, ErrorClass::ClientCertUntrusted),
+            _ => panic!("a failure"),
+        }
     }
 
     #[test]

@@ -22,11 +22,7 @@ use rustls::{
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Options this stack takes from the request itself rather than from the conninfo string.
@@ -186,7 +182,9 @@ async fn connect(
         }
     };
     let (client, connection) = config
-        .connect(MakeConnect(MakeRustlsConnect::new((*tls).clone())))
+        .connect(super::last_words::LastWordsConnect(MakeRustlsConnect::new(
+            (*tls).clone(),
+        )))
         .await
         .map_err(|e| classify(&e))?;
     super::tokio_postgres_session(
@@ -441,101 +439,6 @@ impl ServerCertVerifier for Verifier {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.schemes.supported_schemes()
-    }
-}
-
-/// tokio-postgres-rustls, with the socket wrapped in [`LastWords`].
-#[derive(Clone)]
-struct MakeConnect(MakeRustlsConnect);
-
-impl<S> MakeTlsConnect<S> for MakeConnect
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = <MakeRustlsConnect as MakeTlsConnect<LastWords<S>>>::Stream;
-    type TlsConnect = Connect<<MakeRustlsConnect as MakeTlsConnect<LastWords<S>>>::TlsConnect>;
-    type Error = <MakeRustlsConnect as MakeTlsConnect<LastWords<S>>>::Error;
-
-    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
-        MakeTlsConnect::<LastWords<S>>::make_tls_connect(&mut self.0, domain).map(Connect)
-    }
-}
-
-struct Connect<T>(T);
-
-impl<S, T: TlsConnect<LastWords<S>>> TlsConnect<S> for Connect<T> {
-    type Stream = T::Stream;
-    type Error = T::Error;
-    type Future = T::Future;
-
-    fn connect(self, stream: S) -> T::Future {
-        self.0.connect(LastWords {
-            inner: stream,
-            write_error: None,
-        })
-    }
-}
-
-/// A socket that lets the server's last words through. When the server refuses our client
-/// certificate it sends an alert and closes; rustls may still be writing its flight and then
-/// reports `Broken pipe` (a matter of timing) instead of the alert. Here a failed write is
-/// swallowed and reported only once reading shows nothing more is coming, so the alert, if
-/// one was sent, is what rustls sees.
-struct LastWords<S> {
-    inner: S,
-    write_error: Option<std::io::Error>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for LastWords<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let eof = matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() == before;
-        if eof || matches!(res, Poll::Ready(Err(_))) {
-            if let Some(e) = self.write_error.take() {
-                return Poll::Ready(Err(e));
-            }
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for LastWords<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        if self.write_error.is_some() {
-            return Poll::Ready(Ok(buf.len()));
-        }
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(Err(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                self.write_error = Some(e);
-                Poll::Ready(Ok(buf.len()))
-            }
-            other => other,
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.write_error.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -48,3 +48,57 @@ pub fn classify(msg: &str) -> Option<ErrorClass> {
     }
     Some(*class)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_fatal_texts_are_classified() {
+        let fatal = |m: &str| classify(&format!("connection to server failed: FATAL:  {m}"));
+        for (text, want) in [
+            (
+                "connection requires a valid client certificate",
+                ErrorClass::ClientCertRequired,
+            ),
+            (
+                "certificate authentication failed for user \"anotheruser\"",
+                ErrorClass::CertAuthFailed,
+            ),
+            (
+                "certificate validation (clientcert=verify-full) failed for user \"u\": CN mismatch",
+                ErrorClass::CertAuthFailed,
+            ),
+            (
+                "\"trust\" authentication failed for user \"u\"",
+                ErrorClass::CertAuthFailed,
+            ),
+            (
+                "password authentication failed for user \"u\"",
+                ErrorClass::AuthFailed,
+            ),
+            (
+                "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", SSL encryption",
+                ErrorClass::HbaRejected,
+            ),
+            (
+                "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", no encryption",
+                ErrorClass::SslRequired,
+            ),
+            (
+                "no pg_hba.conf entry for host \"127.0.0.1\", user \"u\", database \"d\", SSL off",
+                ErrorClass::SslRequired,
+            ),
+            (
+                "pg_hba.conf rejects connection for host \"127.0.0.1\"",
+                ErrorClass::HbaRejected,
+            ),
+        ] {
+            assert_eq!(fatal(text), Some(want), "{text}");
+        }
+        assert_eq!(classify("SSL error: certificate verify failed"), None);
+        for (_, class) in TABLE {
+            assert!(classes().contains(class));
+        }
+    }
+}

@@ -562,3 +562,37 @@ fn read_replies(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::client::error_table::ErrorTable;
+    use crate::client::registry::source_stacks_dir;
+    use crate::error_class::ErrorClass;
+
+    /// psycopg's tables: libpq's rows (included) first, then what psycopg words differently;
+    /// psycopg-binary includes psycopg's.
+    #[test]
+    fn psycopg_tables_classify_libpq_and_their_own_texts() {
+        for stack in ["psycopg", "psycopg-binary"] {
+            let t = ErrorTable::load(&source_stacks_dir().join(stack).join("errors.toml")).unwrap();
+            assert_eq!(
+                t.class_of("connection is bad: \"REQUIRE\"", Some("OperationalError")),
+                ErrorClass::InvalidOption,
+                "{stack}"
+            );
+            assert_eq!(
+                t.class_of(
+                    "connection failed: SSL error: certificate verify failed",
+                    Some("OperationalError")
+                ),
+                ErrorClass::ServerCertUntrusted,
+                "{stack}"
+            );
+            assert_eq!(
+                t.class_of("something never seen", Some("OperationalError")),
+                ErrorClass::Unclassified,
+                "{stack}"
+            );
+        }
+    }
+}
