@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import json
 import os
+import socket
 import ssl
 import sys
 import urllib.parse
@@ -41,6 +42,43 @@ def send(message):
     _proto_out.flush()
 
 
+class LastWordsSocket(socket.socket):
+    """A socket that lets the server's last words through. When the server refuses the client
+    certificate it sends an alert and closes; under TLS 1.3 that comes after the client's
+    handshake, while asyncpg writes its startup packet. That write then fails with a reset or
+    a broken pipe, a matter of timing, and asyncio drops the connection without reading the
+    alert. Here a failed write is held back until reading shows nothing more is coming, so
+    OpenSSL sees the alert, as libpq does (it reads before it reports a failed write) and as
+    the harness's own stacks do (harness/src/client/last_words.rs)."""
+
+    write_error = None
+
+    def send(self, data, *flags):
+        if self.write_error is not None:
+            return len(data)
+        try:
+            return super().send(data, *flags)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            self.write_error = e
+            return len(data)
+
+    def recv_into(self, buffer, *args):
+        try:
+            n = super().recv_into(buffer, *args)
+        except ConnectionResetError:
+            if self.write_error is None:
+                raise
+            n = 0
+        if n == 0 and self.write_error is not None:
+            raise self.write_error
+        return n
+
+    def recv(self, size, *flags):
+        buffer = bytearray(size)
+        n = self.recv_into(buffer, size, *flags)
+        return bytes(buffer[:n])
+
+
 class ResolvingLoop(asyncio.SelectorEventLoop):
     """Connects to the attempt's hostaddr for a host; TLS still names the host."""
 
@@ -50,7 +88,24 @@ class ResolvingLoop(asyncio.SelectorEventLoop):
             if kw.get("ssl") and kw.get("server_hostname") is None:
                 kw["server_hostname"] = host  # what asyncio would have used
             host = address
+        if kw.get("sock") is None and host is not None and not kw.get("local_addr"):
+            kw["sock"] = await self._last_words_socket(host, port)
+            host = port = None
         return await super().create_connection(protocol_factory, host, port, **kw)
+
+    async def _last_words_socket(self, host, port):
+        infos = await self.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        error = None
+        for family, type_, proto, _, address in infos:
+            sock = LastWordsSocket(family, type_, proto)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, address)
+                return sock
+            except OSError as e:
+                sock.close()
+                error = e
+        raise error or OSError("no address for %s" % host)
 
 
 def split_request(params):
@@ -124,10 +179,24 @@ MISSING_FILE_CLASS = {
 }
 
 
+def described(e):
+    return "%s: %s" % (type(e).__name__, str(e) or repr(e))
+
+
 def failed(e, params=()):
-    """asyncpg's exception as its users see it: the type and str(e)."""
+    """asyncpg's exception as its users see it in a traceback: the type and str(e), then the
+    exceptions it was raised while handling. asyncpg words a connection the server ended as
+    "connection was closed in the middle of operation"; why (the server's TLS alert, an
+    SSLError) is the exception before it."""
     code = getattr(e, "sqlstate", None) or type(e).__name__
-    reply = {"message": "%s: %s" % (type(e).__name__, str(e) or repr(e)), "code": code}
+    message = described(e)
+    seen = {id(e)}
+    cause = e.__cause__ or e.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        message += " (while handling %s)" % described(cause)
+        cause = cause.__cause__ or cause.__context__
+    reply = {"message": message, "code": code}
     if isinstance(e, FileNotFoundError) and e.filename is None:
         # ssl's load_* raise it without the path: the one file keyword whose file is absent.
         missing = [k for k, v in params if k in MISSING_FILE_CLASS and not os.path.exists(v)]

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -142,8 +144,55 @@ func redirect(m map[string]string, dial func(ctx context.Context, network, addr 
 		if err == nil && network != "unix" {
 			addr = net.JoinHostPort(address(m, host), port)
 		}
-		return dial(ctx, network, addr)
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &lastWords{Conn: c}, nil
 	}
+}
+
+// lastWords lets the server's last words through. When the server refuses the client
+// certificate it sends an alert and closes; under TLS 1.3 that comes after the client's
+// handshake, while the driver writes its startup message. That write then fails with a reset
+// or a broken pipe, a matter of timing, and the driver reports the write without reading the
+// alert. Here a failed write is held back until reading shows nothing more is coming, so
+// crypto/tls sees the alert, as libpq does (it reads before it reports a failed write) and as
+// the harness's own stacks do (harness/src/client/last_words.rs).
+type lastWords struct {
+	net.Conn
+	mu       sync.Mutex
+	writeErr error
+}
+
+func (c *lastWords) held() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writeErr
+}
+
+func (c *lastWords) Write(b []byte) (int, error) {
+	if c.held() != nil {
+		return len(b), nil
+	}
+	n, err := c.Conn.Write(b)
+	if err != nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		c.mu.Lock()
+		c.writeErr = err
+		c.mu.Unlock()
+		return len(b), nil
+	}
+	return n, err
+}
+
+func (c *lastWords) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n == 0 && err != nil && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+		if held := c.held(); held != nil {
+			return 0, held
+		}
+	}
+	return n, err
 }
 
 var versionNames = map[uint16]string{
