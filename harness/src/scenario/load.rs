@@ -103,6 +103,7 @@ pub const HARNESS_SETTINGS: &[&str] = &[
     "ssl_ca_file",
     "ssl_crl_file",
     "ssl_crl_dir",
+    "ssl_database",
     "lc_messages",
     "log_line_prefix",
 ];
