@@ -315,7 +315,7 @@ pub async fn run_case(
     // The case's queries run only where a connection is expected.
     let queries = match expectation.expect {
         Expect::Connected(s) => s.query.iter().map(|q| q.sql.clone()).collect(),
-        Expect::Failed(_) => Vec::new(),
+        Expect::Failed(_) | Expect::Accepted => Vec::new(),
     };
     let offset = match (log, wanted_log.is_empty()) {
         (Some(read), false) => read().len(),
@@ -399,7 +399,18 @@ pub fn server_event(
     millis: u128,
 ) -> CaseResult {
     let (log, chosen) = wanted.log_for(server.as_ref());
+    let refuses = chosen.and_then(|o| o.fails).unwrap_or(wanted.fails);
+    let expected = if refuses {
+        Expect::Failed(class)
+    } else {
+        Expect::Accepted
+    };
     let (outcome, verdict) = match refused {
+        Err(raw) if !refuses => (
+            Outcome::failed(class, raw),
+            Verdict::Fail("expected the server to accept the configuration, it refused".into()),
+        ),
+        Ok(()) if !refuses => (Outcome::Accepted, Verdict::Pass),
         Err(raw) => {
             let verdict = match judge_log(log, &raw) {
                 Ok(()) => Verdict::Pass,
@@ -426,7 +437,7 @@ pub fn server_event(
             },
             server: s,
         }),
-        expected: Expect::Failed(class),
+        expected,
         override_reason: chosen.map(|o| o.reason.clone()),
         override_selector: chosen.map(|o| o.when.describe()),
         outcome: Some(outcome),
