@@ -806,3 +806,51 @@ async fn check_start_fails(
 
 /// Concurrent attempts per scenario.
 const ATTEMPTS_AT_ONCE: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_class::ErrorClass;
+
+    /// A build declared to accept a configuration passes when it starts and fails when it
+    /// refuses; other builds must still refuse.
+    #[test]
+    fn server_event_with_a_build_that_accepts() {
+        let wanted: ServerEventExpect = toml::from_str(
+            r#"
+fails = true
+log = ["could not load private key file"]
+[[override]]
+when.server.tls_library = "nss"
+fails = false
+reason = "reads the key per connection"
+"#,
+        )
+        .unwrap();
+        let facts = |lib: &str| crate::facts::ServerFacts {
+            build: "b".into(),
+            runtime: "local".into(),
+            pg_version: "15".into(),
+            tls_library: lib.into(),
+            tls_version: "3".into(),
+        };
+        let class = ErrorClass::ServerStartFailed;
+        let nss = server_event("s".into(), class, &wanted, Ok(()), Some(facts("nss")), 0);
+        assert_eq!(nss.verdict, Verdict::Pass);
+        assert_eq!(nss.expected, Expect::Accepted);
+        assert!(nss.override_reason.is_some());
+        let refused = Err("FATAL: x".to_string());
+        let nss = server_event("s".into(), class, &wanted, refused, Some(facts("nss")), 0);
+        assert!(matches!(nss.verdict, Verdict::Fail(_)));
+        let openssl = server_event(
+            "s".into(),
+            class,
+            &wanted,
+            Ok(()),
+            Some(facts("openssl")),
+            0,
+        );
+        assert!(matches!(openssl.verdict, Verdict::Fail(_)));
+        assert_eq!(openssl.expected, Expect::Failed(class));
+    }
+}
