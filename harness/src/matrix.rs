@@ -22,6 +22,23 @@ pub struct MatrixConfig {
     /// client runs against every server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<Only>,
+    /// Server builds that overrides are declared for but `pgssl matrix` cannot run (built by
+    /// hand, out of CI's reach; `[[outside]]` tables): `pgssl lint --matrix` judges overrides
+    /// against their facts too, so an override for such a build is not stale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<Outside>,
+}
+
+/// `[[outside]]`: a server build's facts as pgssl detected them, and the client stacks run
+/// against it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outside {
+    pub build: String,
+    pub pg_version: String,
+    pub tls_library: String,
+    pub tls_version: String,
+    pub clients: Vec<String>,
 }
 
 /// `[[only]] clients = [...] servers = [...]`: these clients, with these servers only.
