@@ -119,6 +119,17 @@ impl Plan {
     }
 
     /// Number of (case, client) pairs the plan will report.
+    /// A scenario's expected share of a run, in attempts: a scenario that checks the server
+    /// log runs its attempts one at a time, so each counts as a full batch.
+    fn weight(&self, scenario: &Scenario) -> usize {
+        let attempts = self.selected(scenario).len() * self.clients.len();
+        if scenario.checks_server_log() {
+            attempts * ATTEMPTS_AT_ONCE
+        } else {
+            attempts
+        }
+    }
+
     pub fn total(&self) -> usize {
         self.scenarios
             .iter()
@@ -475,8 +486,11 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
     // Scenarios whose server must refuse to start hold no server: one more worker takes them
     // from the start, overlapping their start-up waits with the others' attempts; the
     // workers help once their own queue is empty.
-    let (checks, rest): (VecDeque<usize>, VecDeque<usize>) = (0..plan.scenarios.len())
+    let (checks, mut rest): (Vec<usize>, Vec<usize>) = (0..plan.scenarios.len())
         .partition(|&i| plan.scenarios[i].startup.as_ref().is_some_and(|s| s.fails));
+    // Longest first, so no long scenario starts last while the other workers sit idle.
+    rest.sort_by_key(|&i| (std::cmp::Reverse(plan.weight(&plan.scenarios[i])), i));
+    let (checks, rest) = (VecDeque::from(checks), VecDeque::from(rest));
     let queue = Arc::new(Mutex::new(Queue { rest, checks }));
     let summary = Arc::new(Mutex::new(Summary::default()));
     let mut workers = Vec::new();

@@ -22,9 +22,14 @@ pub(crate) fn executable() -> PathBuf {
         Some(deps) if deps.file_name().is_some_and(|n| n == "deps") => {
             deps.parent().map(|d| d.join("pgssl")).unwrap_or(exe)
         }
+        // The very file this process runs, also when a rebuild has replaced it on disk
+        // during a long run (a matrix): a helper must speak this binary's wire format.
+        _ if std::path::Path::new(SELF_EXE).exists() => SELF_EXE.into(),
         _ => exe,
     }
 }
+
+const SELF_EXE: &str = "/proc/self/exe";
 
 /// Runs `pgssl <subcommand>` with `env` added, hands it `request`, and reads its answer.
 pub(crate) async fn call<Req: Serialize, Res: DeserializeOwned>(

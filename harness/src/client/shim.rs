@@ -595,4 +595,36 @@ mod tests {
             );
         }
     }
+
+    /// The driver stacks' tables against texts their drivers really printed (the catalogue's
+    /// runs): each class from its own wording, and a bare "connection closed" left unclassified.
+    #[test]
+    fn driver_tables_classify_their_drivers_texts() {
+        let samples: &[(&str, &str, &str)] = &[
+            ("asyncpg", "SSLCertVerificationError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate revoked (_ssl.c:992)", "server_cert_revoked"),
+            ("asyncpg", "ConnectionDoesNotExistError: connection was closed in the middle of operation (while handling SSLError: [SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca (_ssl.c:2546))", "client_cert_untrusted"),
+            ("asyncpg", "ConnectionDoesNotExistError: connection was closed in the middle of operation (while handling SSLError: [SSL: SSLV3_ALERT_CERTIFICATE_REVOKED] sslv3 alert certificate revoked (_ssl.c:2546))", "client_cert_revoked"),
+            ("asyncpg", "ConnectionDoesNotExistError: connection was closed in the middle of operation", "unclassified"),
+            ("asyncpg", "SSLError: [SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version (_ssl.c:992)", "protocol_version"),
+            ("asyncpg", "UndefinedObjectError: unrecognized configuration parameter \"sslcrldir\"", "invalid_option"),
+            ("node-postgres", "Error: path length constraint exceeded", "server_cert_untrusted"),
+            ("node-postgres", "Error: 80DC06E5BD7F0000:error:0A000414:SSL routines:ssl3_read_bytes:sslv3 alert certificate revoked:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 44", "client_cert_revoked"),
+            ("node-postgres", "Error: Hostname/IP does not match certificate's altnames: Host: common-name.pg-ssltest.test. is not in the cert's altnames: DNS:dns1.alt-name.pg-ssltest.test", "hostname_mismatch"),
+            ("node-postgres", "Error: The server does not support SSL connections", "ssl_not_supported"),
+            ("pgjdbc", "org.postgresql.util.PSQLException: SSL error: PKIX path validation failed: java.security.cert.CertPathValidatorException: validity check failed / Caused by: java.security.cert.CertPathValidatorException: validity check failed / Caused by: java.security.cert.CertificateExpiredException: NotAfter: Mon Dec 01 18:38:19 UTC 2025", "server_cert_expired"),
+            ("pgjdbc", "org.postgresql.util.PSQLException: The hostname otherhost.test could not be verified by hostnameverifier PgjdbcHostnameVerifier.", "hostname_mismatch"),
+            ("pgjdbc", "org.postgresql.util.PSQLException: The server does not support SSL.", "ssl_not_supported"),
+            ("pgx", "failed to connect to `host=common-name.pg-ssltest.test user=ssltestuser database=certdb`: failed to receive message (remote error: tls: revoked certificate)", "client_cert_revoked"),
+            ("pgx", "failed to connect to `host=common-name.pg-ssltest.test user=ssltestuser database=trustdb`: failed to write startup message (x509: certificate relies on legacy Common Name field, use SANs instead)", "server_name_missing"),
+            ("pgx", "failed to connect to `host=edge.pg-ssltest.test user=ssltestuser database=trustdb`: failed to write startup message (remote error: tls: handshake failure)", "protocol_version"),
+            ("lib-pq", "x509: too many intermediates for path length constraint", "server_cert_untrusted"),
+            ("lib-pq", "remote error: tls: bad certificate", "client_cert_untrusted"),
+            ("lib-pq", "pq: SSL is not enabled on the server", "ssl_not_supported"),
+        ];
+        for (stack, message, class) in samples {
+            let t = ErrorTable::load(&source_stacks_dir().join(stack).join("errors.toml")).unwrap();
+            let want: ErrorClass = serde_json::from_str(&format!("\"{class}\"")).unwrap();
+            assert_eq!(t.class_of(message, None), want, "{stack}: {message}");
+        }
+    }
 }

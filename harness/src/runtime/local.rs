@@ -6,7 +6,6 @@ use crate::cleanup::{self, Registration};
 use crate::facts::ServerFacts;
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -172,10 +171,11 @@ impl LocalRuntime {
         let key = hex::encode(
             &Sha256::digest(
                 format!(
-                    "{}\n{}\n{}",
+                    "{}\n{}\n{}\n{}",
                     self.bindir.display(),
                     self.version,
-                    super::admin::QUERY_SUPPORT
+                    super::admin::QUERY_SUPPORT,
+                    TEMPLATE_LAYOUT
                 )
                 .as_bytes(),
             )[..8],
@@ -228,12 +228,20 @@ impl LocalRuntime {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))?;
-        writeln!(
-            conf,
-            "\n# pgssl writes the scenario's settings here\ninclude_if_exists = 'pgssl.conf'"
+        // initdb's postgresql.conf is 30 KB of comments around a dozen settings, and every
+        // process of a server lexes it again on each reload: keep only the settings.
+        let conf = data.join("postgresql.conf");
+        let initdb_settings: String = std::fs::read_to_string(&conf)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(
+            &conf,
+            format!(
+                "# initdb's settings\n{initdb_settings}\n# pgssl writes the scenario's settings here\ninclude_if_exists = 'pgssl.conf'\n"
+            ),
         )?;
         Ok(())
     }
@@ -653,6 +661,9 @@ pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSe
     }
     Ok(())
 }
+
+/// Bump when the cached cluster's layout changes for the same binaries (the cache key).
+const TEMPLATE_LAYOUT: &str = "postgresql.conf without comments";
 
 struct LocalServer {
     child: Child,
