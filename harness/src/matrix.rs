@@ -224,6 +224,23 @@ mod tests {
         assert_eq!(super::backends(&c), ["x@a", "y@a", "x@b", "y@b"]);
     }
 
+    /// Builds outside the matrix are facts for lint only: they add no backend to run.
+    #[test]
+    fn outside_builds_are_not_run() {
+        let c: super::MatrixConfig = toml::from_str(
+            "servers = [\"a\"]\nclients = [\"x\"]\n[[outside]]\nbuild = \"local\"\n\
+             pg_version = \"15devel\"\ntls_library = \"nss\"\ntls_version = \"3.87.1\"\n\
+             clients = [\"x\", \"z\"]",
+        )
+        .unwrap();
+        assert_eq!(super::backends(&c), ["x@a"]);
+        assert_eq!(c.outside[0].tls_library, "nss");
+        assert!(toml::from_str::<super::MatrixConfig>(
+            "servers = []\nclients = []\n[[outside]]\nbuild = \"b\"\nfoo = 1"
+        )
+        .is_err());
+    }
+
     #[test]
     fn only_limits_clients_to_some_servers_and_names_must_exist() {
         let dir = tempfile::tempdir().unwrap();
