@@ -179,15 +179,17 @@ pub fn read_key(path: &Path, password: Option<&str>) -> Result<PKey<Private>> {
 /// see or remove a half-made one. Named by a digest of the plan, whose files are named by
 /// their content.
 pub fn cached(root: &Path, plan: &DbPlan) -> Result<PathBuf> {
-    let key = format!("db-{}", digest(format!("{plan:?}").as_bytes()));
-    crate::cache::get_or_build(root, &key, None, |staging| build(staging, plan))
+    crate::cache::get_or_build(root, &cache_key(plan), None, |staging| build(staging, plan))
+}
+
+fn cache_key(plan: &DbPlan) -> String {
+    format!("db-{}", digest(format!("{plan:?}").as_bytes()))
 }
 
 /// As [`cached`], and the built database listed back and compared with the plan (its CRLs
 /// by their issuers' nicknames, `crl_issuers`) before anyone uses it.
 pub fn cached_checked(root: &Path, plan: &DbPlan, crl_issuers: Vec<String>) -> Result<PathBuf> {
-    let key = format!("db-{}", digest(format!("{plan:?}").as_bytes()));
-    crate::cache::get_or_build(root, &key, None, |staging| {
+    crate::cache::get_or_build(root, &cache_key(plan), None, |staging| {
         build(staging, plan)?;
         let want = expected_listing(plan, crl_issuers);
         let got = list(staging)?;
