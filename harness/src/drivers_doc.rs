@@ -29,6 +29,7 @@ fn outcome(e: &Expect) -> String {
         Expect::Connected(s) if s.ssl == Some(false) => "connects without SSL".into(),
         Expect::Connected(_) => "connects".into(),
         Expect::Failed(c) => c.as_str().into(),
+        Expect::Accepted => "accepted".into(),
     }
 }
 

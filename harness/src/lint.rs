@@ -87,6 +87,7 @@ pub fn divergences_doc(scenarios: &[Scenario]) -> String {
     let show = |e: &crate::scenario::Expect| match e {
         crate::scenario::Expect::Connected(_) => "connected".to_string(),
         crate::scenario::Expect::Failed(c) => format!("failed: {c}"),
+        crate::scenario::Expect::Accepted => "accepted".to_string(),
     };
     for s in scenarios {
         for case in &s.cases {

@@ -690,6 +690,21 @@ fn lint(
                 });
             }
         }
+        for o in &config.outside {
+            let server = pgssl::facts::ServerFacts {
+                build: o.build.clone(),
+                runtime: "local".into(),
+                pg_version: o.pg_version.clone(),
+                tls_library: o.tls_library.clone(),
+                tls_version: o.tls_version.clone(),
+            };
+            for c in self::clients(&stacks, &o.clients).map_err(Infra)? {
+                backends.push(BackendFacts {
+                    server: server.clone(),
+                    client: c.facts().clone(),
+                });
+            }
+        }
     }
     let mut findings = pgssl::lint::stale_overrides(&scenarios, &backends);
     let results = if results.is_empty() {

@@ -22,6 +22,23 @@ pub struct MatrixConfig {
     /// client runs against every server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub only: Vec<Only>,
+    /// Server builds that overrides are declared for but `pgssl matrix` cannot run (built by
+    /// hand, out of CI's reach; `[[outside]]` tables): `pgssl lint --matrix` judges overrides
+    /// against their facts too, so an override for such a build is not stale.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside: Vec<Outside>,
+}
+
+/// `[[outside]]`: a server build's facts as pgssl detected them, and the client stacks run
+/// against it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outside {
+    pub build: String,
+    pub pg_version: String,
+    pub tls_library: String,
+    pub tls_version: String,
+    pub clients: Vec<String>,
 }
 
 /// `[[only]] clients = [...] servers = [...]`: these clients, with these servers only.
@@ -205,6 +222,23 @@ mod tests {
         let c: super::MatrixConfig =
             toml::from_str("servers = [\"a\", \"b\"]\nclients = [\"x\", \"y\"]").unwrap();
         assert_eq!(super::backends(&c), ["x@a", "y@a", "x@b", "y@b"]);
+    }
+
+    /// Builds outside the matrix are facts for lint only: they add no backend to run.
+    #[test]
+    fn outside_builds_are_not_run() {
+        let c: super::MatrixConfig = toml::from_str(
+            "servers = [\"a\"]\nclients = [\"x\"]\n[[outside]]\nbuild = \"local\"\n\
+             pg_version = \"15devel\"\ntls_library = \"nss\"\ntls_version = \"3.87.1\"\n\
+             clients = [\"x\", \"z\"]",
+        )
+        .unwrap();
+        assert_eq!(super::backends(&c), ["x@a"]);
+        assert_eq!(c.outside[0].tls_library, "nss");
+        assert!(toml::from_str::<super::MatrixConfig>(
+            "servers = []\nclients = []\n[[outside]]\nbuild = \"b\"\nfoo = 1"
+        )
+        .is_err());
     }
 
     #[test]

@@ -127,6 +127,13 @@ pub fn judge(expected: &Expect, actual: &Outcome) -> Result<(), String> {
         (Expect::Connected(_), Outcome::Accepted) => {
             Err("expected a connection, not a server event".into())
         }
+        (Expect::Accepted, Outcome::Accepted) => Ok(()),
+        (Expect::Accepted, Outcome::Failed { class, .. }) => Err(format!(
+            "expected the server to accept the configuration, got {class}"
+        )),
+        (Expect::Accepted, Outcome::Connected(_)) => {
+            Err("expected a server event, not a connection".into())
+        }
     }
 }
 

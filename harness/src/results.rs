@@ -48,6 +48,7 @@ impl ResultsDoc {
             servers: unique(results.iter().map(|r| r.server.clone())),
             clients: unique(results.iter().map(|r| r.result.client.clone())),
             only: Vec::new(),
+            outside: Vec::new(),
         });
         let mut doc = ResultsDoc {
             backends: crate::matrix::backends(&config),
@@ -236,6 +237,7 @@ pub fn merge(docs: Vec<(PathBuf, ResultsDoc)>, whole: bool) -> Result<ResultsDoc
         servers: unique(docs.iter().flat_map(|(_, d)| d.config.servers.clone())),
         clients: unique(docs.iter().flat_map(|(_, d)| d.config.clients.clone())),
         only: unique(docs.iter().flat_map(|(_, d)| d.config.only.clone())),
+        outside: unique(docs.iter().flat_map(|(_, d)| d.config.outside.clone())),
     };
     let cases = unique(docs.iter().flat_map(|(_, d)| d.cases.clone()));
     let wall = docs.iter().map(|(_, d)| d.wall_millis).max().unwrap_or(0);

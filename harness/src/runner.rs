@@ -9,7 +9,7 @@ use crate::outcome::{judge, judge_log, judge_message, Outcome};
 use crate::pki::PkiDir;
 use crate::runtime::{LogSource, Runtime, Server, ServerSetup};
 use crate::scenario::load::{Case, FILE_KEYWORDS, MISSING_FILE, SOCKET_HOST};
-use crate::scenario::{Expect, Scenario, ServerEventExpect};
+use crate::scenario::{Expect, ReloadDef, Scenario, ServerEventExpect};
 use crate::server_tls::{ServerTls, TlsMaterial};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -149,8 +149,37 @@ pub fn selected_count(scenarios: &[Scenario], filter: &CaseFilter) -> usize {
 }
 
 /// The postgresql.conf settings, files, hba and objects a scenario asks for, its TLS material
-/// written the way the build's TLS library takes it.
-pub fn server_setup(scenario: &Scenario, pki: &PkiDir, tls: &dyn ServerTls) -> ServerSetup {
+/// written the way the build's TLS library takes it. Blocks while a library builds files (NSS
+/// databases); an error is the harness's.
+pub fn server_setup(scenario: &Scenario, pki: &PkiDir, tls: &dyn ServerTls) -> Result<ServerSetup> {
+    setup_with(scenario, pki, tls, &material(scenario, None))
+}
+
+/// The scenario's TLS material, with a `[reload]`'s certificate and key in place of the first.
+fn material<'a>(scenario: &'a Scenario, reload: Option<&'a ReloadDef>) -> TlsMaterial<'a> {
+    fn name(v: &Option<toml::Spanned<String>>) -> Option<&str> {
+        v.as_ref().map(|n| n.get_ref().as_str())
+    }
+    let s = &scenario.server;
+    let key = reload.and_then(|r| name(&r.key)).or(name(&s.key));
+    TlsMaterial {
+        cert: reload.and_then(|r| name(&r.cert)).or(name(&s.cert)),
+        key,
+        key_password: key
+            .and_then(|k| scenario.pki.file.key_file.get(k))
+            .and_then(|k| k.password.as_deref()),
+        ca: name(&s.ca),
+        crl: name(&s.crl),
+        crl_dir: name(&s.crl_dir),
+    }
+}
+
+fn setup_with(
+    scenario: &Scenario,
+    pki: &PkiDir,
+    tls: &dyn ServerTls,
+    material: &TlsMaterial,
+) -> Result<ServerSetup> {
     let s = &scenario.server;
     let mut setup = ServerSetup {
         ipv6: s.ipv6,
@@ -163,23 +192,13 @@ pub fn server_setup(scenario: &Scenario, pki: &PkiDir, tls: &dyn ServerTls) -> S
     setup
         .settings
         .push(("ssl".into(), if s.ssl { "on" } else { "off" }.into()));
-    fn name(v: &Option<toml::Spanned<String>>) -> Option<&str> {
-        v.as_ref().map(|n| n.get_ref().as_str())
-    }
-    let material = TlsMaterial {
-        cert: name(&s.cert),
-        key: name(&s.key),
-        ca: name(&s.ca),
-        crl: name(&s.crl),
-        crl_dir: name(&s.crl_dir),
-    };
-    tls.configure(&material, pki, &mut setup);
+    tls.configure(material, pki, &mut setup)?;
     setup.settings.extend(
         s.settings
             .iter()
             .map(|(k, v)| (k.clone(), v.get_ref().clone())),
     );
-    setup
+    Ok(setup)
 }
 
 /// Where a ready server listens: its TCP port on 127.0.0.1 and its Unix socket directory.
@@ -307,7 +326,7 @@ pub async fn run_case(
     // The case's queries run only where a connection is expected.
     let queries = match expectation.expect {
         Expect::Connected(s) => s.query.iter().map(|q| q.sql.clone()).collect(),
-        Expect::Failed(_) => Vec::new(),
+        Expect::Failed(_) | Expect::Accepted => Vec::new(),
     };
     let offset = match (log, wanted_log.is_empty()) {
         (Some(read), false) => read().len(),
@@ -391,7 +410,18 @@ pub fn server_event(
     millis: u128,
 ) -> CaseResult {
     let (log, chosen) = wanted.log_for(server.as_ref());
+    let refuses = chosen.and_then(|o| o.fails).unwrap_or(wanted.fails);
+    let expected = if refuses {
+        Expect::Failed(class)
+    } else {
+        Expect::Accepted
+    };
     let (outcome, verdict) = match refused {
+        Err(raw) if !refuses => (
+            Outcome::failed(class, raw),
+            Verdict::Fail("expected the server to accept the configuration, it refused".into()),
+        ),
+        Ok(()) if !refuses => (Outcome::Accepted, Verdict::Pass),
         Err(raw) => {
             let verdict = match judge_log(log, &raw) {
                 Ok(()) => Verdict::Pass,
@@ -418,7 +448,7 @@ pub fn server_event(
             },
             server: s,
         }),
-        expected: Expect::Failed(class),
+        expected,
         override_reason: chosen.map(|o| o.reason.clone()),
         override_selector: chosen.map(|o| o.when.describe()),
         outcome: Some(outcome),
@@ -428,22 +458,22 @@ pub fn server_event(
 }
 
 /// The setup after a scenario's `[reload]` changes.
-pub fn reload_setup(scenario: &Scenario, pki: &PkiDir, tls: &dyn ServerTls) -> Option<ServerSetup> {
+pub fn reload_setup(
+    scenario: &Scenario,
+    pki: &PkiDir,
+    tls: &dyn ServerTls,
+) -> Option<Result<ServerSetup>> {
     let reload = scenario.reload.as_ref()?;
-    let mut setup = server_setup(scenario, pki, tls);
-    tls.replace_identity(
-        reload.cert.as_ref().map(|n| n.get_ref().as_str()),
-        reload.key.as_ref().map(|n| n.get_ref().as_str()),
-        pki,
-        &mut setup,
-    );
-    setup.settings.extend(
-        reload
-            .settings
-            .iter()
-            .map(|(k, v)| (k.clone(), v.get_ref().clone())),
-    );
-    Some(setup)
+    let setup = setup_with(scenario, pki, tls, &material(scenario, Some(reload)));
+    Some(setup.map(|mut setup| {
+        setup.settings.extend(
+            reload
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone())),
+        );
+        setup
+    }))
 }
 
 /// Runs the plan, sending every event to `events`. Returns the summary (also sent).
@@ -478,7 +508,8 @@ pub async fn run(plan: Plan, events: UnboundedSender<Event>) -> Summary {
                 if cases.is_empty() && server_events(scenario, &plan.filter) == 0 {
                     continue;
                 }
-                let results = run_scenario(&plan, scenario, &cases, &mut server, &events).await;
+                let results =
+                    run_scenario(&plan, index, scenario, &cases, &mut server, &events).await;
                 let mut sum = summary.lock().expect("summary");
                 for r in results {
                     match r.verdict {
@@ -546,6 +577,7 @@ fn prepare_server(
 
 async fn run_scenario(
     plan: &Arc<Plan>,
+    index: usize,
     scenario: &Scenario,
     cases: &[&Case],
     slot: &mut Option<Box<dyn Server>>,
@@ -574,13 +606,27 @@ async fn run_scenario(
     };
     let start = Instant::now();
     let cache = crate::pki::cache_root();
-    let spec = scenario.pki.clone();
-    let pki = match tokio::task::spawn_blocking(move || spec.materialize(&cache)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return error(format!("PKI: {e:#}")),
-        Err(e) => return error(format!("PKI: {e}")),
+    let shared = plan.clone();
+    // The PKI and the library's files (NSS databases) may be built now: off the runtime.
+    let built = tokio::task::spawn_blocking(move || {
+        let scenario = &shared.scenarios[index];
+        let pki = scenario
+            .pki
+            .materialize(&cache)
+            .map_err(|e| format!("PKI: {e:#}"))?;
+        let tls = shared.server_tls;
+        let setup = server_setup(scenario, &pki, tls).map_err(|e| format!("{e:#}"))?;
+        let reload = reload_setup(scenario, &pki, tls)
+            .transpose()
+            .map_err(|e| format!("reload: {e:#}"))?;
+        Ok::<_, String>((pki, setup, reload))
+    })
+    .await;
+    let (pki, setup, reload_setup) = match built {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return error(e),
+        Err(e) => return error(format!("server setup panicked: {e}")),
     };
-    let setup = server_setup(scenario, &pki, plan.server_tls);
     let runtime = plan.runtime.clone();
     if scenario.startup.as_ref().is_some_and(|s| s.fails) {
         return vec![check_start_fails(plan, scenario, setup, start).await];
@@ -611,10 +657,7 @@ async fn run_scenario(
         Err(e) => return error(format!("server setup panicked: {e}")),
     };
     let mut results = Vec::new();
-    if let (Some(reload), Some(new_setup)) = (
-        &scenario.reload,
-        reload_setup(scenario, &pki, plan.server_tls),
-    ) {
+    if let (Some(reload), Some(new_setup)) = (&scenario.reload, reload_setup) {
         let mut server = slot.take().expect("prepared");
         let began = Instant::now();
         let (refused, server) = tokio::task::spawn_blocking(move || {
@@ -777,3 +820,51 @@ async fn check_start_fails(
 
 /// Concurrent attempts per scenario.
 const ATTEMPTS_AT_ONCE: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_class::ErrorClass;
+
+    /// A build declared to accept a configuration passes when it starts and fails when it
+    /// refuses; other builds must still refuse.
+    #[test]
+    fn server_event_with_a_build_that_accepts() {
+        let wanted: ServerEventExpect = toml::from_str(
+            r#"
+fails = true
+log = ["could not load private key file"]
+[[override]]
+when.server.tls_library = "nss"
+fails = false
+reason = "reads the key per connection"
+"#,
+        )
+        .unwrap();
+        let facts = |lib: &str| crate::facts::ServerFacts {
+            build: "b".into(),
+            runtime: "local".into(),
+            pg_version: "15".into(),
+            tls_library: lib.into(),
+            tls_version: "3".into(),
+        };
+        let class = ErrorClass::ServerStartFailed;
+        let nss = server_event("s".into(), class, &wanted, Ok(()), Some(facts("nss")), 0);
+        assert_eq!(nss.verdict, Verdict::Pass);
+        assert_eq!(nss.expected, Expect::Accepted);
+        assert!(nss.override_reason.is_some());
+        let refused = Err("FATAL: x".to_string());
+        let nss = server_event("s".into(), class, &wanted, refused, Some(facts("nss")), 0);
+        assert!(matches!(nss.verdict, Verdict::Fail(_)));
+        let openssl = server_event(
+            "s".into(),
+            class,
+            &wanted,
+            Ok(()),
+            Some(facts("openssl")),
+            0,
+        );
+        assert!(matches!(openssl.verdict, Verdict::Fail(_)));
+        assert_eq!(openssl.expected, Expect::Failed(class));
+    }
+}

@@ -64,9 +64,10 @@ impl Shared {
                 .materialize(&pgssl::pki::cache_root())
                 .map_err(|e| format!("{e:#}"))?;
             let mut server = runtime
-                .start(&server_setup(scenario, &pki, tls(runtime)?))
+                .start(&server_setup(scenario, &pki, tls(runtime)?).map_err(|e| format!("{e:#}"))?)
                 .map_err(|e| format!("{e:#}"))?;
             let reload = reload_setup(scenario, &pki, tls(runtime)?).map(|setup| {
+                let setup = setup.map_err(|e| format!("{e:#}"))?;
                 server
                     .reload(&setup)
                     .map_err(|e| format!("{e:#}\n{}", server.log()))
@@ -156,8 +157,9 @@ fn main() {
                         .pki
                         .materialize(&pgssl::pki::cache_root())
                         .map_err(|e| Failed::from(format!("{e:#}")))?;
-                    let refused = match runtime.start(&server_setup(scenario, &pki, tls(runtime)?))
-                    {
+                    let setup = server_setup(scenario, &pki, tls(runtime)?)
+                        .map_err(|e| Failed::from(format!("{e:#}")))?;
+                    let refused = match runtime.start(&setup) {
                         Ok(_server) => Ok(()),
                         Err(e) => Err(format!("{e:#}")),
                     };

@@ -215,6 +215,9 @@ pub(crate) const OPENSSL_ALERTS: &[(&str, ErrorClass)] = &[
     ("ssl3 ext invalid servername", ErrorClass::InvalidOption),
     ("ee key too small", ErrorClass::ClientKeyInvalid),
     ("ca md too weak", ErrorClass::ClientKeyInvalid),
+    // No signature scheme or cipher in common (a server that cannot use its own key, e.g.
+    // the NSS backend with an RSA-PSS certificate), as rustls and NSS classify it.
+    ("alert handshake failure", ErrorClass::ProtocolVersion),
 ];
 
 /// The class of the first needle (from the tables, in order) found in `raw`, ignoring case:

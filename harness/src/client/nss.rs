@@ -15,7 +15,7 @@ use super::{server_messages, ClientStack, ConnectRequest};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
 use crate::outcome::{Outcome, Session};
-use crate::pki::nss::DbPlan;
+use crate::pki::nss::{digest, write_once, DbPlan};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -218,7 +218,9 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         let key = request
             .get("sslkey")
             .ok_or_else(|| key_invalid("sslcert without sslkey".into()))?;
-        let key_pem = load_key(key, request.get("sslpassword"))?;
+        let key_pem = crate::pki::nss::read_key(Path::new(key), request.get("sslpassword"))
+            .and_then(|k| Ok(k.private_key_to_pem_pkcs8()?))
+            .map_err(|e| key_invalid(format!("{key}: {e:#}")))?;
         let tag = digest(&[pem.as_slice(), key_pem.as_slice()].concat());
         let (cert_path, key_path) = (
             files.join(format!("{tag}.crt")),
@@ -291,7 +293,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
     let db = match slot.as_ref() {
         Some(built) => built.clone()?,
         None => {
-            let built = build_once(dir, &plan).map_err(|e| {
+            let built = crate::pki::nss::cached(dir, &plan).map_err(|e| {
                 let raw = format!("building the NSS database: {e:#}");
                 Outcome::failed(db_build_class(&raw), raw)
             });
@@ -321,61 +323,6 @@ fn db_build_class(raw: &str) -> ErrorClass {
         ("crlutil", ErrorClass::ServerCertUntrusted),
     ];
     super::classify_text(raw, &[TABLE])
-}
-
-/// The database for `plan`, from an earlier run or built now (once, under the cache's lock,
-/// aside and renamed into place): concurrent runs never see or remove a half-made one.
-fn build_once(dir: &Path, plan: &DbPlan) -> anyhow::Result<PathBuf> {
-    let key = format!("db-{}", digest(format!("{plan:?}").as_bytes()));
-    crate::cache::get_or_build(dir, &key, None, |staging| {
-        crate::pki::nss::build(staging, plan)
-    })
-}
-
-/// Writes a derived file once; concurrent attempts may want the same one, so it is written
-/// aside and renamed into place, never truncated under a reader. Private to the cache's owner
-/// (0600): keys must not be readable by other users, and nothing here needs to be.
-fn write_once(path: &Path, bytes: &[u8]) {
-    use std::os::unix::fs::OpenOptionsExt;
-    if path.exists() {
-        return;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let tmp = tmp.with_file_name(format!(
-        "{}.{:?}",
-        tmp.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
-        std::thread::current().id()
-    ));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes));
-    if written.is_ok() {
-        let _ = std::fs::rename(&tmp, path);
-    } else {
-        let _ = std::fs::remove_file(&tmp);
-    }
-}
-
-fn digest(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(bytes)[..8])
-}
-
-/// The client key as PEM, decrypted with sslpassword where needed; what pk12util imports.
-fn load_key(path: &str, password: Option<&str>) -> Result<Vec<u8>, Outcome> {
-    use openssl::pkey::PKey;
-    let bytes = std::fs::read(path).map_err(|e| key_invalid(format!("{path}: {e}")))?;
-    // Always with a passphrase (empty when none is given): OpenSSL must never prompt.
-    let pw = password.unwrap_or("").as_bytes();
-    let key = PKey::private_key_from_pem_passphrase(&bytes, pw)
-        .or_else(|_| PKey::private_key_from_der(&bytes))
-        .or_else(|_| PKey::private_key_from_pkcs8_passphrase(&bytes, pw))
-        .map_err(|e| key_invalid(format!("{path}: {e}")))?;
-    key.private_key_to_pem_pkcs8()
-        .map_err(|e| key_invalid(format!("{path}: {e}")))
 }
 
 async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResult, Outcome> {
@@ -1208,21 +1155,5 @@ mod tests {
             panic!("a failure")
         };
         assert_eq!(class, ErrorClass::Unclassified);
-    }
-
-    /// Derived keys live in a cache other users may be able to list: only the owner reads them.
-    #[test]
-    fn derived_files_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("abc.key");
-        write_once(&path, b"-----BEGIN PRIVATE KEY-----\n");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{mode:o}");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left"
-        );
     }
 }

@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 use openssl::pkcs12::Pkcs12;
-use openssl::pkey::PKey;
+use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509Crl, X509};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ pub struct DbPlan {
     /// (nickname, PEM certificate, trust flags). Only the file's first certificate is used.
     pub certs: Vec<(String, PathBuf, String)>,
     /// (nickname, PEM certificate, private key file): imported together through PKCS#12.
+    /// An encrypted key is read with the database's password.
     pub keys: Vec<(String, PathBuf, PathBuf)>,
     /// PEM files of CRLs (one or more lists each).
     pub crls: Vec<PathBuf>,
@@ -115,7 +116,7 @@ pub fn build(dir: &Path, plan: &DbPlan) -> Result<()> {
     for (nick, cert, key) in &plan.keys {
         let cert = X509::from_pem(&std::fs::read(cert)?)
             .with_context(|| format!("reading {}", cert.display()))?;
-        let pkey = PKey::private_key_from_pem(&std::fs::read(key)?)
+        let pkey = read_key(key, plan.password.as_deref())
             .with_context(|| format!("reading {}", key.display()))?;
         // The leaf alone, no chain: pk12util would import chain certificates too.
         let p12 = Pkcs12::builder()
@@ -162,8 +163,79 @@ pub fn build(dir: &Path, plan: &DbPlan) -> Result<()> {
     Ok(())
 }
 
+/// A private key file in any of the PKI's encodings (PEM, DER, PKCS#8 encrypted under
+/// `password`). Always read with a passphrase (empty when none is given): OpenSSL must never
+/// prompt.
+pub fn read_key(path: &Path, password: Option<&str>) -> Result<PKey<Private>> {
+    let bytes = std::fs::read(path)?;
+    let pw = password.unwrap_or("").as_bytes();
+    Ok(PKey::private_key_from_pem_passphrase(&bytes, pw)
+        .or_else(|_| PKey::private_key_from_der(&bytes))
+        .or_else(|_| PKey::private_key_from_pkcs8_passphrase(&bytes, pw))?)
+}
+
+/// The database for `plan` under the cache directory `root`, from an earlier run or built
+/// now (once, under the cache's lock, aside and renamed into place): concurrent runs never
+/// see or remove a half-made one. Named by a digest of the plan, whose files are named by
+/// their content.
+pub fn cached(root: &Path, plan: &DbPlan) -> Result<PathBuf> {
+    crate::cache::get_or_build(root, &cache_key(plan), None, |staging| build(staging, plan))
+}
+
+fn cache_key(plan: &DbPlan) -> String {
+    format!("db-{}", digest(format!("{plan:?}").as_bytes()))
+}
+
+/// As [`cached`], and the built database listed back and compared with the plan (its CRLs
+/// by their issuers' nicknames, `crl_issuers`) before anyone uses it.
+pub fn cached_checked(root: &Path, plan: &DbPlan, crl_issuers: Vec<String>) -> Result<PathBuf> {
+    crate::cache::get_or_build(root, &cache_key(plan), None, |staging| {
+        build(staging, plan)?;
+        let want = expected_listing(plan, crl_issuers);
+        let got = list(staging)?;
+        if got != want {
+            bail!("NSS lists {got:?}, pgssl asked for {want:?}");
+        }
+        Ok(())
+    })
+}
+
+/// A short content digest, for names of derived files and databases.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(bytes)[..8])
+}
+
+/// Writes a derived file once; concurrent attempts may want the same one, so it is written
+/// aside and renamed into place, never truncated under a reader. Private to the cache's owner
+/// (0600): keys must not be readable by other users, and nothing here needs to be.
+pub fn write_once(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = tmp.with_file_name(format!(
+        "{}.{:?}",
+        tmp.file_name().and_then(|n| n.to_str()).unwrap_or("f"),
+        std::thread::current().id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes));
+    if written.is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
 /// Every CRL in a PEM file, as DER (crlutil takes DER only).
-fn split_crls(pem: &Path) -> Result<Vec<Vec<u8>>> {
+pub fn split_crls(pem: &Path) -> Result<Vec<Vec<u8>>> {
     const END: &str = "-----END X509 CRL-----";
     let text =
         std::fs::read_to_string(pem).with_context(|| format!("reading {}", pem.display()))?;
@@ -213,4 +285,25 @@ pub fn expected_listing(plan: &DbPlan, crl_issuers: Vec<String>) -> Listing {
     let mut crl_issuers = crl_issuers;
     crl_issuers.sort();
     Listing { certs, crl_issuers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Derived keys live in a cache other users may be able to list: only the owner reads them.
+    #[test]
+    fn derived_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc.key");
+        write_once(&path, b"-----BEGIN PRIVATE KEY-----\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub fn expected_text(e: &Expect) -> String {
     match e {
         Expect::Failed(c) => format!("failed: {c}"),
+        Expect::Accepted => "accepted".into(),
         Expect::Connected(s) => {
             let props = serde_json::to_string(s).unwrap_or_default();
             if props == "{}" {

@@ -103,9 +103,14 @@ pub const HARNESS_SETTINGS: &[&str] = &[
     "ssl_ca_file",
     "ssl_crl_file",
     "ssl_crl_dir",
+    "ssl_database",
     "lc_messages",
     "log_line_prefix",
 ];
+
+/// `expect.accepted` belongs to server-side checks, whose overrides say it with `fails = false`.
+const ACCEPTED_IN_CASE: &str =
+    "a case expects `connected` or `failed`; `accepted` is for [startup]/[reload] overrides (`fails = false`)";
 
 /// A validated scenario, ready to run.
 #[derive(Debug)]
@@ -455,6 +460,9 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
                 .get_ref()
                 .check_versions()
                 .map_err(|m| err(o.when.span(), m))?;
+            if o.expect == Expect::Accepted {
+                return Err(err(o.when.span(), ACCEPTED_IN_CASE.into()));
+            }
             overrides.push(super::load::CaseOverride {
                 selector: o.when.into_inner(),
                 expect: o.expect,
@@ -471,6 +479,9 @@ fn load_one(path: &Path, specs: &mut BTreeMap<PathBuf, PkiSpec>) -> Result<Scena
             .map(|(k, v)| (k.clone(), v.get_ref().clone()))
             .collect();
         conn.extend(def.conn.into_iter().map(|(k, v)| (k, v.into_inner())));
+        if def.expect == Expect::Accepted {
+            return Err(err(def.id.span(), ACCEPTED_IN_CASE.into()));
+        }
         cases.push(Case {
             id: format!("{name}/{id}"),
             doc: def.doc,

@@ -65,7 +65,10 @@ pub struct ServerEventOverride {
     /// Which builds (server facts only).
     pub when: Selector,
     /// Text their log must contain instead.
+    #[serde(default)]
     pub log: Vec<String>,
+    /// `false`: these builds accept the configuration (start, or reload) instead of refusing.
+    pub fails: Option<bool>,
     /// Why they differ. Mandatory.
     pub reason: String,
 }
@@ -222,6 +225,9 @@ pub enum Expect {
     Connected(SessionExpect),
     /// The attempt fails with this error class.
     Failed(ErrorClass),
+    /// A server-side check only: the server accepts the configuration (a build declared by a
+    /// `[startup]`/`[reload]` override with `fails = false`). Refused in cases.
+    Accepted,
 }
 
 /// Properties of an established session, as the server recorded them (pg_stat_ssl).

@@ -12,7 +12,12 @@ impl ServerTls for OpenSsl {
         "openssl"
     }
 
-    fn configure(&self, m: &TlsMaterial, pki: &PkiDir, setup: &mut ServerSetup) {
+    fn configure(
+        &self,
+        m: &TlsMaterial,
+        pki: &PkiDir,
+        setup: &mut ServerSetup,
+    ) -> anyhow::Result<()> {
         for (setting, file, value) in [
             ("ssl_cert_file", "server.crt", m.cert),
             ("ssl_key_file", "server.key", m.key),
@@ -25,23 +30,7 @@ impl ServerTls for OpenSsl {
                 None => setup.settings.push((setting.into(), String::new())),
             }
         }
-    }
-
-    fn replace_identity(
-        &self,
-        cert: Option<&str>,
-        key: Option<&str>,
-        pki: &PkiDir,
-        setup: &mut ServerSetup,
-    ) {
-        for (setting, file, value) in [
-            ("ssl_cert_file", "server.crt", cert),
-            ("ssl_key_file", "server.key", key),
-        ] {
-            if let Some(name) = value {
-                place_file(setup, setting, file, pki.path(name));
-            }
-        }
+        Ok(())
     }
 }
 
@@ -69,7 +58,7 @@ mod tests {
             crl_dir: Some("root+client-crldir"),
             ..Default::default()
         };
-        OpenSsl.configure(&m, &pki, &mut setup);
+        OpenSsl.configure(&m, &pki, &mut setup).unwrap();
         let get = |k: &str| {
             setup
                 .settings
@@ -84,7 +73,11 @@ mod tests {
         assert!(setup
             .files
             .contains(&("crldir".into(), "/pki/root+client-crldir".into())));
-        OpenSsl.replace_identity(Some("server-cn-and-alt-names.crt"), None, &pki, &mut setup);
+        let reloaded = TlsMaterial {
+            cert: Some("server-cn-and-alt-names.crt"),
+            ..m
+        };
+        OpenSsl.configure(&reloaded, &pki, &mut setup).unwrap();
         assert_eq!(
             setup
                 .files
