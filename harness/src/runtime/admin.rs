@@ -139,6 +139,18 @@ impl Admin {
         Ok(())
     }
 
+    /// Removes `template0` from the cluster being baked: nothing here creates a database
+    /// from it, and every server start copies (and later removes) the cluster, a third of
+    /// which it was. `self` is connected to `postgres`.
+    pub fn drop_template0(&self) -> Result<()> {
+        if self.value("SELECT count(*) FROM pg_database WHERE datname = 'template0'")? == "0" {
+            return Ok(());
+        }
+        self.query("ALTER DATABASE template0 IS_TEMPLATE false")?;
+        self.query("DROP DATABASE template0")?;
+        Ok(())
+    }
+
     /// How new databases are copied: PostgreSQL 15's default (WAL_LOG) writes the template
     /// block by block into the WAL, which costs more CPU than copying its few files
     /// (FILE_COPY) on servers that live seconds with fsync off.

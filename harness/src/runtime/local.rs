@@ -280,7 +280,11 @@ impl LocalRuntime {
                 bail!("postgres ended while preparing the template cluster ({status}): {err}");
             }
             match Admin::connect(&sock, port) {
-                Ok(admin) => break admin.install_query_support(&sock, port),
+                Ok(admin) => {
+                    break admin
+                        .install_query_support(&sock, port)
+                        .and_then(|()| admin.drop_template0())
+                }
                 Err(e) if start.elapsed() > Duration::from_secs(60) => {
                     break Err(e.context("postgres preparing the template cluster not ready"))
                 }
@@ -663,7 +667,7 @@ pub(super) fn write_config(data: &Path, sock: &Path, port: u16, setup: &ServerSe
 }
 
 /// Bump when the cached cluster's layout changes for the same binaries (the cache key).
-const TEMPLATE_LAYOUT: &str = "postgresql.conf without comments";
+const TEMPLATE_LAYOUT: &str = "postgresql.conf without comments; no template0";
 
 struct LocalServer {
     child: Child,
