@@ -34,8 +34,9 @@ pub const PREFIX: &str = "libpq:";
 /// The shim's file in the stack's folder.
 const SHIM: &str = "container-shim.pl";
 
-/// Attempts one shim process takes at once (each is a psql process in the container).
-const IN_FLIGHT: usize = 8;
+/// Attempts one shim process takes at once (each is a psql process in the container): as
+/// many as the runner makes at once (2 scenarios x 8), so none queues.
+const IN_FLIGHT: usize = 16;
 
 pub struct ContainerLibpq {
     /// Taken on drop before the container goes, so its exec is killed, not orphaned.
