@@ -114,3 +114,86 @@ fn a_later_run_removes_containers_of_a_killed_run() {
         "containers {ids:?} were not reaped"
     );
 }
+
+/// Processes on this machine whose command line mentions `needle` (an exec's process shows
+/// in the host's /proc too: containers share the kernel).
+fn processes_naming(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Whether `pid` has a child process (the shim forks one per attempt in flight).
+fn has_children(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .is_ok_and(|c| !c.trim().is_empty())
+}
+
+/// `libpq:<build>` is a shim in the stack's container: killed mid-attempt (as the OOM killer
+/// would), the run ends with a harness error naming the stack, and neither the container nor
+/// the exec outlives it.
+#[test]
+#[ignore = "needs Docker and the pg15-openssl3.0 image; run by .ci/run"]
+fn a_killed_container_shim_is_a_harness_error() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = tempfile::tempdir().unwrap();
+    let stacks = tmp.path().join("stacks");
+    let libpq = stacks.join("libpq");
+    std::fs::create_dir_all(&libpq).unwrap();
+    for f in ["stack.toml", "errors.toml", "container-shim.pl"] {
+        std::fs::copy(repo.join("stacks/libpq").join(f), libpq.join(f)).unwrap();
+    }
+    let shim = libpq.join("container-shim.pl").display().to_string();
+    let client = format!("libpq:{BUILD}");
+    let child = pgssl()
+        .args(["run", "--stacks"])
+        .arg(&stacks)
+        .args(["--server", BUILD, "--client", &client])
+        .args([
+            "scenarios/client-cert-auth.toml",
+            "scenarios/crl-client-side.toml",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let start = Instant::now();
+    let mut killed = None;
+    while killed.is_none() && start.elapsed() < Duration::from_secs(120) {
+        for p in processes_naming(&shim) {
+            if has_children(p) {
+                // SAFETY: the shim of our own run (its command line names our directory).
+                unsafe { libc::kill(p, libc::SIGKILL) };
+                killed = Some(p);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        killed.is_some(),
+        "no attempt of the shim was seen in flight: {all}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains(&format!("client stack {client}: its shim exited")),
+        "{all}"
+    );
+    assert!(wait_until_gone(pid), "containers of the run survived it");
+    assert!(
+        processes_naming(&shim).is_empty(),
+        "an exec survived the run"
+    );
+}

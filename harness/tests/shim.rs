@@ -279,3 +279,27 @@ for line in sys.stdin:
     assert!(all.contains("[mini@local]"), "{all}");
     assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());
 }
+
+/// `libpq:<build>`'s in-container shim is a shim like any other: run here as a child process
+/// over this machine's psql (the container is only its transport), it passes a scenario.
+#[test]
+fn the_libpq_container_shim_speaks_the_protocol_over_the_hosts_psql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("psql");
+    std::fs::create_dir_all(&dir).unwrap();
+    let libpq = Path::new(env!("CARGO_MANIFEST_DIR")).join("../stacks/libpq");
+    for f in ["container-shim.pl", "errors.toml"] {
+        std::fs::copy(libpq.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("stack.toml"),
+        "command = [\"perl\", \"./container-shim.pl\"]\n\
+         facts = [\"tls_library\", \"tls_version\", \"libpq_version\"]\n\
+         shim_classes = [\"timeout\"]\nmax_in_flight = 8\n",
+    )
+    .unwrap();
+    let (code, all) = run(tmp.path(), &["--client", "psql"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("0 failed, 0 harness errors"), "{all}");
+    assert!(processes_under(tmp.path()).is_empty());
+}

@@ -6,7 +6,7 @@
 //! (`nss::NssDbs`, built on the host with certutil/pk12util/crlutil; the directory is
 //! bind-mounted into the container at the same path). The harness performs the SSLRequest
 //! and then relays the server socket to a loopback listener, to which `tstclnt` (started in
-//! the stack's long-lived container by its launcher, one `docker exec`d bash per stack)
+//! the stack's long-lived container by its launcher, one exec'd bash per stack)
 //! connects and handshakes; tstclnt's stdin/stdout come back over another loopback
 //! connection and carry the plaintext, on which tokio-postgres runs the session as for the
 //! host stack (SCRAM, channel binding from the certificate tstclnt prints, the session query).
@@ -27,9 +27,9 @@ use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
 use crate::outcome::Outcome;
 use crate::runtime::docker;
+use crate::runtime::docker_exec::{Exec, Stdin};
 use anyhow::{Context, Result};
 use futures_util::future::BoxFuture;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use testcontainers::{ContainerAsync, GenericImage};
@@ -67,21 +67,14 @@ impl ContainerNss {
             &[(pki_root.as_path(), true), (dbs.dir(), false)],
         );
         let (container, registration) = docker::start(req)?;
+        let container = Arc::new(container);
         let id = container.id().to_string();
-        let out = std::process::Command::new("docker")
-            .args([
-                "exec",
-                &id,
-                "dpkg-query",
-                "-W",
-                "-f",
-                "${Version}",
-                "libnss3",
-            ])
-            .output()
-            .context("detecting the container's NSS")?;
-        let version =
-            super::container_libpq::upstream_version(String::from_utf8_lossy(&out.stdout).trim());
+        let out = docker::exec_stdout(
+            &container,
+            &["dpkg-query", "-W", "-f", "${Version}", "libnss3"],
+        )
+        .context("detecting the container's NSS")?;
+        let version = upstream_version(String::from_utf8_lossy(&out).trim());
         let launcher = Arc::new(Launcher::start(&id)?);
         Ok(ContainerNss {
             facts: ClientFacts {
@@ -94,7 +87,7 @@ impl ContainerNss {
                 },
                 libpq_version: String::new(),
             },
-            container: Some(Arc::new(container)),
+            container: Some(container),
             launcher,
             dbs,
             _registration: registration,
@@ -149,33 +142,27 @@ impl ClientStack for ContainerNss {
 /// Marks the exit status a tool's wrapper appends to its output.
 const EXIT_MARK: &str = "pgssl-exit=";
 
-/// One long-lived `docker exec -i <container> bash` that starts the tools of every attempt:
-/// a `docker exec` per tool cost 0.3-0.5 s under the runner's concurrency (runc sets up each
-/// exec), more than everything else in an attempt. Each attempt writes one command line; bash
-/// runs it in the background, its stdio connected back to the harness's loopback listeners
-/// through bash's `/dev/tcp` (the container shares the host's network namespace).
+/// One long-lived exec of bash in the container (stdin attached) that starts the tools of
+/// every attempt: an exec per tool cost 0.3-0.5 s under the runner's concurrency (runc sets
+/// up each exec), more than everything else in an attempt. Each attempt writes one command
+/// line; bash runs it in the background, its stdio connected back to the harness's loopback
+/// listeners through bash's `/dev/tcp` (the container shares the host's network namespace).
+/// bash's own output is drained and dropped: every tool's goes to its attempt's listeners.
 struct Launcher {
-    proc: std::sync::Mutex<Option<std::process::Child>>,
+    proc: std::sync::Mutex<Option<(Exec, Stdin)>>,
 }
 
 impl Launcher {
     fn start(id: &str) -> Result<Self> {
-        let proc = std::process::Command::new("docker")
-            .args([
-                "exec",
-                "-i",
-                id,
-                "bash",
-                "-c",
-                "while IFS= read -r line; do (eval \"$line\") & done",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let cmd = [
+            "bash",
+            "-c",
+            "while IFS= read -r line; do (eval \"$line\") & done",
+        ];
+        let (exec, streams) = Exec::start(id, cmd.map(String::from).to_vec(), Vec::new())
             .context("starting the tool launcher in the NSS container")?;
         Ok(Launcher {
-            proc: std::sync::Mutex::new(Some(proc)),
+            proc: std::sync::Mutex::new(Some((exec, streams.stdin))),
         })
     }
 
@@ -183,23 +170,25 @@ impl Launcher {
     fn run(&self, line: &str) -> Result<(), String> {
         use std::io::Write;
         let mut guard = self.proc.lock().expect("launcher");
-        let stdin = guard
-            .as_mut()
-            .and_then(|p| p.stdin.as_mut())
-            .ok_or("the tool launcher has stopped")?;
+        let (_, stdin) = guard.as_mut().ok_or("the tool launcher has stopped")?;
         stdin
             .write_all(format!("{line}\n").as_bytes())
-            .and_then(|_| stdin.flush())
             .map_err(|e| format!("the tool launcher: {e}"))
     }
 
+    /// Ends bash (and with its group, tools still running); the container goes next.
     fn stop(&self) {
-        if let Some(mut p) = self.proc.lock().expect("launcher").take() {
-            drop(p.stdin.take());
-            let _ = p.kill();
-            let _ = p.wait();
+        if let Some((exec, stdin)) = self.proc.lock().expect("launcher").take() {
+            drop(stdin);
+            exec.kill();
         }
     }
+}
+
+/// `13.22-0+deb11u1` -> `13.22`; `1:3.0.17-1~deb12u2` -> `3.0.17`.
+fn upstream_version(v: &str) -> String {
+    let v = v.split_once(':').map_or(v, |(_, rest)| rest);
+    v.split(['-', '+', '~']).next().unwrap_or(v).to_string()
 }
 
 /// A word for bash, single-quoted.
@@ -661,6 +650,13 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(super::upstream_version("13.22-0+deb11u1"), "13.22");
+        assert_eq!(super::upstream_version("1:3.0.17-1~deb12u2"), "3.0.17");
+        assert_eq!(super::upstream_version("1.1.1w-0+deb11u3"), "1.1.1w");
+    }
+
     #[test]
     fn vfychain_errors_are_named() {
         let out = "Chain is bad!\nPROBLEM WITH THE CERT CHAIN:\nCERT 0. O=PGDG,CN=x :\n  ERROR -8179: Peer's Certificate issuer is not recognized.\n    CN=Test CA\n";

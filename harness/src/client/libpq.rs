@@ -168,7 +168,7 @@ impl Conn {
 
 /// libpq would otherwise read ~/.postgresql/{postgresql.crt,postgresql.key,root.crt,root.crl},
 /// ~/.pgpass and try GSSAPI first: pin all of that down unless the case sets it.
-pub(crate) const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
+const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
     (
         "sslcert",
         "/nonexistent/pgssl-home/.postgresql/postgresql.crt",
@@ -186,8 +186,9 @@ pub(crate) const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
     ("gssencmode", "disable"),
 ];
 
-fn connect_blocking(request: &ConnectRequest, errors: Arc<ErrorTable>) -> Outcome {
-    let mut request = request.clone();
+/// Adds [`ISOLATION_DEFAULTS`] the case does not set: every libpq stack pgssl drives itself
+/// (in process, and psql in a server build's image) connects with them.
+pub(crate) fn isolate(request: &mut ConnectRequest) {
     for (k, v) in ISOLATION_DEFAULTS {
         // libpq hands file and directory to OpenSSL together; a missing file would disable
         // the directory as well, so no CRL file default when the case names a directory.
@@ -196,6 +197,11 @@ fn connect_blocking(request: &ConnectRequest, errors: Arc<ErrorTable>) -> Outcom
             request.params.push((k.to_string(), v.to_string()));
         }
     }
+}
+
+fn connect_blocking(request: &ConnectRequest, errors: Arc<ErrorTable>) -> Outcome {
+    let mut request = request.clone();
+    isolate(&mut request);
     let request = &request;
     let deadline = Instant::now() + request.timeout;
     let keys: Vec<CString> = request

@@ -19,6 +19,7 @@ pub mod registry;
 mod rustls;
 pub mod server_messages;
 pub mod shim;
+pub mod shim_transport;
 
 pub use container_libpq::ContainerLibpq;
 pub use container_nss::ContainerNss;

@@ -26,7 +26,8 @@ pub enum Builtin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PerBuild {
-    /// psql of the image, one `docker exec` per attempt.
+    /// psql of the image behind the attempt protocol (`container-shim.pl` of the folder),
+    /// one exec per stack.
     ContainerLibpq,
     /// tstclnt/vfychain of the image through one launcher per stack.
     ContainerNss,
@@ -179,7 +180,9 @@ impl Stacks {
         let errors = folder.errors.clone().unwrap_or_default();
         if let Some((_, build)) = name.split_once(':') {
             return match folder.spec.per_build {
-                Some(PerBuild::ContainerLibpq) => Ok(Arc::new(ContainerLibpq::new(build, errors)?)),
+                Some(PerBuild::ContainerLibpq) => {
+                    Ok(Arc::new(ContainerLibpq::new(build, &folder.dir, errors)?))
+                }
                 Some(PerBuild::ContainerNss) => Ok(Arc::new(ContainerNss::new(build)?)),
                 None => anyhow::bail!(
                     "client stack {:?} does not run inside server builds ({name:?})",

@@ -6,24 +6,27 @@
 //! a harness error naming the stack and the tail of its stderr, for that attempt and every
 //! later one. Cases that set environment variables get a process of their own.
 //!
+//! Where the process runs is a [`Transport`] (shim_transport.rs): a child of pgssl for the
+//! driver stacks, an exec in a server build's container for `libpq:<build>`; everything
+//! here is the same for both.
+//!
 //! Plain threads do the pipe I/O, so a stack can be started before any tokio runtime exists
 //! and its process outlives none of them.
 
 use super::error_table::ErrorTable;
 use super::protocol::{AttemptResult, Hello, Line, Request, PROTOCOL_VERSION};
 use super::registry::Fact;
+use super::shim_transport::{LocalProcess, Running, Transport};
 use super::{server_messages, ClientStack, ConnectRequest};
-use crate::cleanup::{self, Registration};
 use crate::error_class::ErrorClass;
 use crate::facts::ClientFacts;
 use crate::outcome::{Outcome, Session};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,7 +53,7 @@ pub struct ShimSpec {
 
 impl ShimSpec {
     /// The command with `./` and `../` arguments resolved against the stack's folder.
-    fn command(&self) -> Command {
+    pub(super) fn command(&self) -> Command {
         let resolve = |a: &String| {
             if a.starts_with("./") || a.starts_with("../") {
                 self.dir.join(a).display().to_string()
@@ -67,6 +70,7 @@ impl ShimSpec {
 /// A client stack behind a shim process.
 pub struct Shim {
     spec: Arc<ShimSpec>,
+    transport: Arc<dyn Transport>,
     facts: ClientFacts,
     slots: Arc<Semaphore>,
     current: Arc<Mutex<Option<Arc<Process>>>>,
@@ -76,10 +80,16 @@ pub struct Shim {
 }
 
 impl Shim {
-    /// Starts the stack's process and reads its `hello`; the facts come from it.
+    /// Starts the stack's process as a child of pgssl and reads its `hello`; the facts come
+    /// from it.
     pub fn start(spec: ShimSpec) -> anyhow::Result<Self> {
+        Self::start_with(spec, Arc::new(LocalProcess))
+    }
+
+    /// Starts the stack's process through `transport` and reads its `hello`.
+    pub fn start_with(spec: ShimSpec, transport: Arc<dyn Transport>) -> anyhow::Result<Self> {
         let spec = Arc::new(spec);
-        let (process, hello) = Process::spawn(&spec, &[])?;
+        let (process, hello) = Process::spawn(&spec, &transport, &[])?;
         let mut missing = Vec::new();
         for fact in &spec.facts {
             let (label, value) = match fact {
@@ -113,12 +123,13 @@ impl Shim {
             broken: Arc::new(Mutex::new(None)),
             next_id: Arc::new(AtomicU64::new(1)),
             spec,
+            transport,
         })
     }
 
     /// The pid of the running shim process, if one runs (for tests).
     pub fn pid(&self) -> Option<i32> {
-        self.current.lock().ok()?.as_ref().map(|p| p.pid)
+        self.current.lock().ok()?.as_ref().map(|p| p.running.pid())
     }
 }
 
@@ -137,8 +148,9 @@ impl ClientStack for Shim {
     }
 
     fn try_connect(&self, request: ConnectRequest) -> BoxFuture<'static, Result<Outcome, String>> {
-        let (spec, slots, current, broken, next_id) = (
+        let (spec, transport, slots, current, broken, next_id) = (
             self.spec.clone(),
+            self.transport.clone(),
             self.slots.clone(),
             self.current.clone(),
             self.broken.clone(),
@@ -158,9 +170,10 @@ impl ClientStack for Shim {
             };
             // A case's environment needs a process of its own, started with it.
             if !request.env.is_empty() {
-                let (spec2, env) = (spec.clone(), request.env.clone());
+                let (spec2, transport2, env) =
+                    (spec.clone(), transport.clone(), request.env.clone());
                 let (process, _) =
-                    tokio::task::spawn_blocking(move || Process::spawn(&spec2, &env))
+                    tokio::task::spawn_blocking(move || Process::spawn(&spec2, &transport2, &env))
                         .await
                         .map_err(|e| e.to_string())?
                         .map_err(|e| format!("{e:#}"))?;
@@ -174,7 +187,7 @@ impl ClientStack for Shim {
                 if let Some(why) = broken.lock().map_err(|e| e.to_string())?.clone() {
                     return Err(why);
                 }
-                let process = running(&spec, &current).await?;
+                let process = running(&spec, &transport, &current).await?;
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
                 match process.call(line(id), deadline).await {
                     Ended::Killed => continue,
@@ -214,6 +227,7 @@ impl ClientStack for Shim {
 /// The running process, started anew if the last one was killed.
 async fn running(
     spec: &Arc<ShimSpec>,
+    transport: &Arc<dyn Transport>,
     current: &Arc<Mutex<Option<Arc<Process>>>>,
 ) -> Result<Arc<Process>, String> {
     if let Some(p) = current.lock().map_err(|e| e.to_string())?.clone() {
@@ -221,8 +235,8 @@ async fn running(
             return Ok(p);
         }
     }
-    let spec2 = spec.clone();
-    let (fresh, _) = tokio::task::spawn_blocking(move || Process::spawn(&spec2, &[]))
+    let (spec2, transport2) = (spec.clone(), transport.clone());
+    let (fresh, _) = tokio::task::spawn_blocking(move || Process::spawn(&spec2, &transport2, &[]))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))?;
@@ -296,60 +310,21 @@ struct Pending {
 
 /// One shim process and the threads reading its pipes.
 struct Process {
-    pid: i32,
-    stdin: Mutex<ChildStdin>,
+    running: Arc<dyn Running>,
+    stdin: Mutex<Box<dyn Write + Send>>,
     pending: Arc<Mutex<Pending>>,
     killed: Arc<AtomicBool>,
-    _registration: Registration,
-    _home: tempfile::TempDir,
 }
 
 impl Process {
-    /// Starts the command isolated like the built-in stacks (an empty environment but PATH,
-    /// a private HOME, no controlling terminal) with `env` added, and waits for its hello.
-    fn spawn(spec: &Arc<ShimSpec>, env: &[(String, String)]) -> anyhow::Result<(Self, Hello)> {
-        let home = tempfile::Builder::new()
-            .prefix("pgssl-shim-home-")
-            .tempdir()
-            .context("creating a private HOME for the shim")?;
-        let mut cmd = spec.command();
-        cmd.current_dir(&spec.dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("LC_ALL", "C")
-            // No Kerberos credentials cache of the user's either.
-            .env("KRB5CCNAME", "FILE:/nonexistent/pgssl-home/krb5cc")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: setsid is async-signal-safe; a session of its own means no terminal to
-        // prompt on (OpenSSL asks for key passphrases there) and one group to kill.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let mut child: Child = cmd.spawn().with_context(|| {
-            format!(
-                "client stack {}: cannot start {:?} in {} (install: {})",
-                spec.name,
-                spec.command,
-                spec.dir.display(),
-                if spec.install.is_empty() {
-                    "see its stack.toml"
-                } else {
-                    &spec.install
-                }
-            )
-        })?;
-        let pid = child.id() as i32;
-        let registration = cleanup::register_process(pid);
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let stderr = child.stderr.take().expect("piped");
+    /// Starts one process through the transport and waits for its hello.
+    fn spawn(
+        spec: &Arc<ShimSpec>,
+        transport: &Arc<dyn Transport>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<(Self, Hello)> {
+        let spawned = transport.spawn(spec, env)?;
+        let (stdin, stdout, stderr) = (spawned.stdin, spawned.stdout, spawned.stderr);
         let tail = Arc::new(Mutex::new(String::new()));
         let stderr_thread = {
             let tail = tail.clone();
@@ -363,10 +338,11 @@ impl Process {
         let (hello_tx, hello_rx) = std::sync::mpsc::channel();
         {
             let (pending, killed, name) = (pending.clone(), killed.clone(), spec.name.clone());
+            let running = spawned.running.clone();
             std::thread::spawn(move || {
                 read_replies(
                     &name,
-                    child,
+                    running,
                     stdout,
                     stderr_thread,
                     &tail,
@@ -377,12 +353,10 @@ impl Process {
             });
         }
         let process = Process {
-            pid,
+            running: spawned.running,
             stdin: Mutex::new(stdin),
             pending,
             killed,
-            _registration: registration,
-            _home: home,
         };
         let hello = match hello_rx.recv_timeout(HELLO_TIMEOUT) {
             Ok(Ok(h)) => h,
@@ -443,9 +417,9 @@ impl Process {
                 .lock()
                 .map(|p| p.ended.is_some())
                 .unwrap_or(true);
+            // Once ended, the process is reaped and its id may be someone else's.
             if !ended {
-                // SAFETY: signalling the process group of a child we started (setsid).
-                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+                self.running.kill();
             }
         }
     }
@@ -482,7 +456,7 @@ fn keep_tail(mut stream: impl Read, tail: &Mutex<String>) {
 #[allow(clippy::too_many_arguments)]
 fn read_replies(
     name: &str,
-    mut child: Child,
+    running: Arc<dyn Running>,
     stdout: impl Read,
     stderr_thread: std::thread::JoinHandle<()>,
     tail: &Mutex<String>,
@@ -528,9 +502,8 @@ fn read_replies(
         }
     };
     // Whatever happened, the process goes, and with it its stderr.
-    // SAFETY: our child's process group (setsid).
-    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+    running.kill();
+    let status = running.wait();
     let _ = stderr_thread.join();
     let ended = if killed.load(Ordering::SeqCst) {
         Ended::Killed

@@ -2,10 +2,17 @@
 //! Docker call (testcontainers' clients are tied to the runtime that made them, and callers
 //! here are both blocking and async), the owner label, one-shot probe containers, and the
 //! image check that keeps testcontainers from ever trying to pull.
+//!
+//! Every Docker call goes through the API: testcontainers for containers' lives, bollard (its
+//! own client, at its version) for what testcontainers does not offer (image checks, listing
+//! and removing by label, execs with stdin; see `docker_exec.rs`). No `docker` CLI: one path,
+//! one `DOCKER_HOST` reading, and no CLI needed on the machine.
 
 use anyhow::{anyhow, bail, Context, Result};
+use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use bollard::Docker;
+use std::collections::HashMap;
 use std::future::Future;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 use testcontainers::core::wait::ExitWaitStrategy;
@@ -30,6 +37,18 @@ fn rt() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("tokio runtime for Docker calls")
     })
+}
+
+/// The bollard client, made on the Docker runtime (its connections live there). Reads
+/// `DOCKER_HOST` as testcontainers does (a Unix socket by default).
+pub fn client() -> Result<Docker> {
+    static CLIENT: OnceLock<Result<Docker, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            block_on(async { Docker::connect_with_defaults().map_err(|e| e.to_string()) })
+        })
+        .clone()
+        .map_err(|e| anyhow!("connecting to Docker: {e}"))
 }
 
 /// Runs a Docker future on the Docker runtime and waits for it from any thread, async or not.
@@ -76,10 +95,11 @@ pub fn image_for(build: &str) -> Result<String> {
 }
 
 pub fn image_exists(name: &str) -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", name])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    let Ok(docker) = client() else {
+        return false;
+    };
+    let name = name.to_string();
+    block_on(async move { docker.inspect_image(&name).await.is_ok() })
 }
 
 /// A container request with what every pgssl container has: the host's network (servers
@@ -143,6 +163,22 @@ pub fn remove_shared(c: std::sync::Arc<ContainerAsync<GenericImage>>) {
     }
 }
 
+/// Runs `cmd` in a running container and returns its stdout (testcontainers' exec).
+pub fn exec_stdout(
+    c: &std::sync::Arc<ContainerAsync<GenericImage>>,
+    cmd: &[&str],
+) -> Result<Vec<u8>> {
+    let (c, cmd) = (
+        c.clone(),
+        cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    block_on(async move {
+        let mut r = c.exec(testcontainers::core::ExecCommand::new(cmd)).await?;
+        r.stdout_to_vec().await
+    })
+    .map_err(Into::into)
+}
+
 /// Runs `sh -c script` in a throwaway container of `image` and returns its stdout; fails with
 /// its stderr when it exits non-zero. Used for facts and initdb.
 pub fn probe(
@@ -175,27 +211,33 @@ pub fn probe(
     }
 }
 
+/// `(id, owner label)` of the containers whose labels match `filter` (`key` or `key=value`);
+/// none when Docker is not reachable.
+fn labelled(filter: String) -> Vec<(String, String)> {
+    let Ok(docker) = client() else {
+        return Vec::new();
+    };
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
+        ..Default::default()
+    };
+    let listed = block_on(async move { docker.list_containers(Some(options)).await });
+    listed
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let owner = c.labels.and_then(|mut l| l.remove(OWNER_LABEL));
+            Some((c.id?, owner.unwrap_or_default()))
+        })
+        .collect()
+}
+
 /// Removes containers labelled by runs that are gone (SIGKILLed). Returns how many.
 pub fn reap_stale_containers() -> usize {
-    let Ok(out) = Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label={OWNER_LABEL}"),
-            "--format",
-            &format!("{{{{.ID}}}} {{{{.Label \"{OWNER_LABEL}\"}}}}"),
-        ])
-        .output()
-    else {
-        return 0;
-    };
     let mut stale = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((id, owner)) = line.split_once(' ') else {
-            continue;
-        };
-        let (pid, start) = owner.split_once(':').unwrap_or((owner, "0"));
+    for (id, owner) in labelled(OWNER_LABEL.to_string()) {
+        let (pid, start) = owner.split_once(':').unwrap_or((&owner, "0"));
         let pid: i32 = pid.parse().unwrap_or(0);
         let live = pid > 0
             && crate::cleanup::alive(pid)
@@ -204,7 +246,7 @@ pub fn reap_stale_containers() -> usize {
                 .as_deref()
                 == Some(start);
         if !live {
-            stale.push(id.to_string());
+            stale.push(id);
         }
     }
     if !stale.is_empty() {
@@ -221,32 +263,31 @@ pub fn remove_own() {
     if !USED.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
-    let Ok(out) = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label={OWNER_LABEL}={}", owner_value()),
-        ])
-        .output()
-    else {
-        return;
-    };
-    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
+    let ids: Vec<String> = labelled(format!("{OWNER_LABEL}={}", owner_value()))
+        .into_iter()
+        .map(|(id, _)| id)
         .collect();
     if !ids.is_empty() {
         remove_by_id(&ids);
     }
 }
 
-/// `docker rm -f -v`: usable from a signal handler's thread, with no async runtime around.
+/// Removes containers with their anonymous volumes, killing them first. Usable from the
+/// signal handler's thread: it waits on the Docker runtime's own threads.
 pub fn remove_by_id(ids: &[String]) {
-    let _ = Command::new("docker")
-        .args(["rm", "-f", "-v"])
-        .args(ids)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    let Ok(docker) = client() else {
+        return;
+    };
+    let ids = ids.to_vec();
+    block_on(async move {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        let removals = ids
+            .iter()
+            .map(|id| docker.remove_container(id, Some(options.clone())));
+        futures_util::future::join_all(removals).await;
+    });
 }

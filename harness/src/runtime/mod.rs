@@ -3,6 +3,7 @@
 mod admin;
 mod container;
 pub mod docker;
+pub mod docker_exec;
 mod local;
 pub mod tls_library;
 
