@@ -343,6 +343,7 @@ pub(crate) struct WorkerReply {
 /// Entry point of `pgssl nss-worker`: a request per line on stdin, a [`WorkerReply`] per line
 /// on stdout, until stdin ends or NSS could not be shut down.
 pub fn worker_main() -> i32 {
+    nss_ffi::pin_modules();
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     for line in stdin.lock().lines() {

@@ -154,6 +154,19 @@ pub fn last_error() -> String {
     }
 }
 
+/// Keeps NSS's PKCS #11 module (softoken) and its crypto library (freebl) loaded for the life
+/// of this process. NSS loads both when it opens a database and unloads them when it shuts
+/// down, and freebl runs its power-up self-tests (RSA, ECDSA, DH, hashes...) each time it is
+/// loaded: an NSS worker opening a database per attempt paid that on every attempt. Loaded
+/// with RTLD_NODELETE, later loads by NSS find them in place; their state is still reset by
+/// the module's own finalize and initialize.
+pub fn pin_modules() {
+    for lib in [c"libfreeblpriv3.so", c"libsoftokn3.so"] {
+        // SAFETY: dlopen of a library NSS itself loads; the handle is deliberately leaked.
+        unsafe { libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_NODELETE) };
+    }
+}
+
 /// NSS opened on one database; [`Context::shutdown`] closes it again.
 pub struct Context(*mut c_void);
 
