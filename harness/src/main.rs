@@ -103,10 +103,16 @@ enum Command {
     /// NSS connection attempts one at a time, a JSON line each (the nss client stack's workers).
     #[command(hide = true)]
     NssWorker,
-    /// One attempt of any local stack in a process of its own, for cases that set
-    /// environment variables.
+    /// A built-in stack behind the attempt protocol on stdin/stdout (cases that set
+    /// environment variables; `libpq@<prefix>`).
     #[command(hide = true)]
-    ClientAttempt,
+    StackShim {
+        /// The stack's folder name.
+        stack: String,
+        /// The stacks directory.
+        #[arg(long)]
+        stacks: PathBuf,
+    },
     /// Write one self-contained HTML page of the case x backend grid from results JSON files
     /// (`run --json`, `matrix --json`, `merge`).
     Report {
@@ -332,9 +338,9 @@ fn clients(stacks: &Stacks, names: &[String]) -> Result<Vec<Arc<dyn ClientStack>
 /// locale out of every attempt. The per-attempt child processes keep what their parent (an
 /// isolated pgssl) gave them: a case's own `env`.
 fn isolate_environment() {
-    let child = std::env::args()
-        .nth(1)
-        .is_some_and(|c| ["client-attempt", "nss-worker"].contains(&c.as_str()));
+    let child = std::env::args().nth(1).is_some_and(|c| {
+        [pgssl::client::self_shim::SUBCOMMAND, "nss-worker"].contains(&c.as_str())
+    });
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") && !key.to_string_lossy().starts_with("PGSSL_") {
             std::env::remove_var(&key);
@@ -835,7 +841,7 @@ fn main() {
             0
         }),
         Command::NssWorker => Ok(pgssl::client::nss_worker_main()),
-        Command::ClientAttempt => Ok(pgssl::client::isolated::child_main()),
+        Command::StackShim { stack, stacks } => Ok(pgssl::client::self_shim::main(&stack, &stacks)),
         Command::Lint {
             sel,
             write_docs,

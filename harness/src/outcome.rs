@@ -48,6 +48,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session query's row this session was read from (the inverse of [`Self::from_row`]).
+    pub fn to_row(&self) -> Vec<String> {
+        let mut row = vec![
+            self.ssl.to_string(),
+            self.tls_version.clone(),
+            self.cipher.clone(),
+            self.client_dn.clone(),
+            self.issuer_dn.clone(),
+            self.client_serial.clone(),
+            self.user.clone(),
+        ];
+        row.extend(self.queries.iter().map(QueryResult::to_wire));
+        row
+    }
+
     /// Builds a session from the text columns of [`SESSION_QUERY`], in order.
     pub fn from_row(cols: &[String]) -> Result<Self, String> {
         if cols.len() < 7 {

@@ -78,6 +78,7 @@ fn shim(root: &Path, name: &str) -> Shim {
     // Through the registry, as `--client` does; downcast by starting it directly.
     drop(stacks.client(name).unwrap());
     Shim::start(pgssl::client::shim::ShimSpec {
+        env: Vec::new(),
         name: f.name.clone(),
         dir: f.dir.clone(),
         command: f.spec.command.clone().unwrap(),

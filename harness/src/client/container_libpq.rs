@@ -73,6 +73,7 @@ impl ContainerLibpq {
             cmd: vec!["perl".into(), dir.join(SHIM).display().to_string()],
         };
         let spec = ShimSpec {
+            env: Vec::new(),
             name: format!("{PREFIX}{build}"),
             dir: dir.to_path_buf(),
             command: transport.cmd.clone(),

@@ -18,6 +18,11 @@ use std::time::Instant;
 pub struct Libpq {
     facts: ClientFacts,
     errors: Arc<ErrorTable>,
+    /// The connection keywords the loaded libpq knows.
+    options: Vec<String>,
+    /// Set when the loaded libpq is built with NSS: it takes trust anchors, CRLs and the
+    /// client certificate only from an NSS database, derived here from the PEM options.
+    nss: Option<super::nss::NssDbs>,
 }
 
 thread_local! {
@@ -50,19 +55,34 @@ unsafe extern "C" fn key_password_hook(
 }
 
 impl Libpq {
-    /// `errors`: the stack's `errors.toml`.
-    pub fn new(errors: ErrorTable) -> Self {
+    /// `errors`: the stack's `errors.toml`. Fails only when a libpq built with NSS is loaded
+    /// and its database cache cannot be created.
+    pub fn new(errors: ErrorTable) -> anyhow::Result<Self> {
         // SAFETY: plain getters and a process-wide hook set before any connection exists.
         let (version, library) = unsafe {
             pq::PQsetSSLKeyPassHook_OpenSSL(Some(key_password_hook));
             let v = pq::PQlibVersion();
             let lib = pq::PQsslAttribute(std::ptr::null_mut(), c"library".as_ptr());
             let lib = if lib.is_null() {
-                "openssl".to_string()
+                None
             } else {
-                CStr::from_ptr(lib).to_string_lossy().to_lowercase()
+                Some(CStr::from_ptr(lib).to_string_lossy().to_lowercase())
             };
             (v, lib)
+        };
+        let options = conninfo_keywords();
+        // Before 15, and in the NSS build, libpq names its library only on a connection; the
+        // NSS build is the one that knows `ssldatabase`.
+        let nss_build = options.iter().any(|o| o == "ssldatabase");
+        let library = match library {
+            Some(l) => l,
+            None if nss_build => "nss".into(),
+            None => "openssl".into(),
+        };
+        let (tls_version, nss) = if library == "nss" {
+            (super::nss_ffi::version(), Some(super::nss::NssDbs::new()?))
+        } else {
+            (super::openssl_version(), None)
         };
         let libpq_version = if version >= 100000 {
             format!("{}.{}", version / 10000, version % 10000)
@@ -74,16 +94,41 @@ impl Libpq {
                 version % 100
             )
         };
-        Libpq {
+        Ok(Libpq {
             errors: Arc::new(errors),
             facts: ClientFacts {
                 name: "libpq".into(),
                 tls_library: library,
-                tls_version: super::openssl_version(),
+                tls_version,
                 libpq_version,
             },
-        }
+            options,
+            nss,
+        })
     }
+}
+
+/// The keywords of `PQconndefaults`.
+fn conninfo_keywords() -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: PQconndefaults returns an array ended by a NULL keyword, freed once below.
+    unsafe {
+        let defaults = pq::PQconndefaults();
+        if defaults.is_null() {
+            return out;
+        }
+        let mut opt = defaults;
+        while !(*opt).keyword.is_null() {
+            out.push(
+                CStr::from_ptr((*opt).keyword)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            opt = opt.add(1);
+        }
+        pq::PQconninfoFree(defaults);
+    }
+    out
 }
 
 impl ClientStack for Libpq {
@@ -91,10 +136,21 @@ impl ClientStack for Libpq {
         &self.facts
     }
 
+    fn options(&self) -> Vec<String> {
+        self.options.clone()
+    }
+
+    /// NSS keeps one certificate store per process: a database opened by one connection
+    /// (its tokens all named `postgres`, its trust) is still there for the next when NSS
+    /// could not shut down in between.
+    fn one_attempt_per_process(&self) -> bool {
+        self.nss.is_some()
+    }
+
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
-        let errors = self.errors.clone();
+        let (errors, nss) = (self.errors.clone(), self.nss.clone());
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || connect_blocking(&request, errors))
+            tokio::task::spawn_blocking(move || connect_blocking(&request, errors, nss.as_ref()))
                 .await
                 .unwrap_or_else(|e| {
                     Outcome::failed(
@@ -186,10 +242,20 @@ const ISOLATION_DEFAULTS: &[(&str, &str)] = &[
     ("gssencmode", "disable"),
 ];
 
+/// What a libpq built with NSS reads of [`ISOLATION_DEFAULTS`]: it takes no PEM files.
+const NON_FILE_DEFAULTS: &[(&str, &str)] = &[
+    ("passfile", "/nonexistent/pgssl-home/.pgpass"),
+    ("gssencmode", "disable"),
+];
+
 /// Adds [`ISOLATION_DEFAULTS`] the case does not set: every libpq stack pgssl drives itself
 /// (in process, and psql in a server build's image) connects with them.
 pub(crate) fn isolate(request: &mut ConnectRequest) {
-    for (k, v) in ISOLATION_DEFAULTS {
+    isolate_from(request, ISOLATION_DEFAULTS)
+}
+
+fn isolate_from(request: &mut ConnectRequest, defaults: &[(&str, &str)]) {
+    for (k, v) in defaults {
         // libpq hands file and directory to OpenSSL together; a missing file would disable
         // the directory as well, so no CRL file default when the case names a directory.
         let crl_dir_given = *k == "sslcrl" && request.get("sslcrldir").is_some();
@@ -199,9 +265,22 @@ pub(crate) fn isolate(request: &mut ConnectRequest) {
     }
 }
 
-fn connect_blocking(request: &ConnectRequest, errors: Arc<ErrorTable>) -> Outcome {
+fn connect_blocking(
+    request: &ConnectRequest,
+    errors: Arc<ErrorTable>,
+    nss: Option<&super::nss::NssDbs>,
+) -> Outcome {
     let mut request = request.clone();
-    isolate(&mut request);
+    match nss {
+        Some(dbs) => {
+            request.params = match dbs.libpq_params(&request) {
+                Ok(p) => p,
+                Err(outcome) => return outcome,
+            };
+            isolate_from(&mut request, NON_FILE_DEFAULTS);
+        }
+        None => isolate(&mut request),
+    }
     let request = &request;
     let deadline = Instant::now() + request.timeout;
     let keys: Vec<CString> = request

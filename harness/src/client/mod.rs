@@ -6,7 +6,6 @@ mod container_libpq;
 mod container_nss;
 pub mod error_table;
 mod helper_process;
-pub mod isolated;
 mod last_words;
 mod libpq;
 mod native_tls;
@@ -17,6 +16,7 @@ mod openssl_first_use;
 pub mod protocol;
 pub mod registry;
 mod rustls;
+pub mod self_shim;
 pub mod server_messages;
 pub mod shim;
 pub mod shim_transport;
@@ -46,7 +46,7 @@ pub struct ConnectRequest {
     /// The case's own SQL, run in the session after connecting (see [`Self::session_sql`]).
     pub queries: Vec<String>,
     /// Environment variables the client process must see (e.g. `SSL_CERT_FILE`). In-process
-    /// stacks then run the attempt in a child process of their own ([`isolated`]).
+    /// stacks then run the attempt in a child process of their own ([`self_shim`]).
     #[serde(default)]
     pub env: Vec<(String, String)>,
     /// The directory of the scenario's PKI, where every file the request names lives.
@@ -83,6 +83,17 @@ pub trait ClientStack: Send + Sync {
         true
     }
 
+    /// libpq keywords the stack understands (a shim's `hello` reports them).
+    fn options(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether attempts in one process would see each other's state (a libpq built with NSS):
+    /// in a shim, every attempt then gets a fresh process.
+    fn one_attempt_per_process(&self) -> bool {
+        false
+    }
+
     /// Like [`Self::connect`], but a broken stack (a shim that crashed or spoke garbage) is a
     /// harness error (`Err`, naming the stack), not an outcome.
     fn try_connect(&self, request: ConnectRequest) -> BoxFuture<'static, Result<Outcome, String>> {
@@ -113,7 +124,7 @@ pub async fn attempt(client: &dyn ClientStack, request: ConnectRequest) -> Resul
     let attempt: BoxFuture<'static, Result<Outcome, String>> =
         if !request.env.is_empty() && client.in_process() {
             let name = client.facts().name.clone();
-            Box::pin(async move { Ok(isolated::attempt(name, request).await) })
+            Box::pin(async move { Ok(self_shim::attempt_with_env(name, request).await) })
         } else {
             client.try_connect(request)
         };

@@ -61,6 +61,33 @@ impl NssDbs {
         &self.dir
     }
 
+    /// The attempt's options as a libpq built with NSS takes them: the PEM files become the
+    /// database named by `ssldatabase` (when they put anything in it) and the client
+    /// certificate its nickname in `sslcert`; sslpassword unlocks the database. A database the
+    /// case names itself is used as it is. Blocking: builds the database on first use.
+    pub(crate) fn libpq_params(
+        &self,
+        request: &ConnectRequest,
+    ) -> Result<Vec<(String, String)>, Outcome> {
+        if request.get("ssldatabase").is_some() {
+            return Ok(request.params.clone());
+        }
+        let child = prepare(request, &self.dbs, &self.dir)?;
+        let mut params: Vec<(String, String)> = request
+            .params
+            .iter()
+            .filter(|(k, _)| !PEM_OPTIONS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if !child.empty_db {
+            params.push(("ssldatabase".into(), child.db.display().to_string()));
+        }
+        if let Some(nickname) = child.nickname {
+            params.push(("sslcert".into(), nickname));
+        }
+        Ok(params)
+    }
+
     /// The attempt's database (built on first use, off the async threads) and request.
     pub(crate) async fn prepare(&self, request: &ConnectRequest) -> Result<ChildRequest, Outcome> {
         let (this, request) = (self.clone(), request.clone());
@@ -94,6 +121,10 @@ fn nss_version() -> String {
     nss_ffi::version()
 }
 
+/// The libpq options naming PEM files, which an NSS database replaces.
+pub(crate) const PEM_OPTIONS: &[&str] =
+    &["sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir"];
+
 /// What the child needs for one attempt.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildRequest {
@@ -101,6 +132,9 @@ pub struct ChildRequest {
     pub db: PathBuf,
     pub db_password: Option<String>,
     pub nickname: Option<String>,
+    /// Nothing went into the database: the options name no certificate, key or CRL.
+    #[serde(default)]
+    pub empty_db: bool,
     /// The session SQL to run once connected.
     pub sql: String,
     /// The case's environment, for stacks that start their own tool processes.
@@ -181,6 +215,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
             db: PathBuf::from(db),
             db_password: request.get("sslpassword").map(str::to_string),
             nickname: None,
+            empty_db: false,
             sql: request.session_sql(),
             env: request.env.clone(),
         });
@@ -305,6 +340,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
     Ok(ChildRequest {
         params: request.params.clone(),
         db,
+        empty_db: plan.certs.is_empty() && plan.keys.is_empty() && plan.crls.is_empty(),
         db_password: plan.password,
         nickname,
         sql: request.session_sql(),
@@ -701,21 +737,16 @@ pub(crate) async fn tls_start(req: &ChildRequest, mode: &str) -> Result<TlsStart
             "server does not support SSL, but SSL was required",
         ));
     }
-    // As libpq: verification needs a root file; require/prefer verify only when one exists.
+    // As the NSS build of libpq: it reads no root file. verify-ca and verify-full verify
+    // against whatever anchors the database holds (none when no option put one there; that
+    // libpq then loads NSS's built-in roots module, which holds no test CA either, so the
+    // outcome is the same untrusted issuer); require and prefer verify only when the
+    // database holds an anchor.
     let root = get(req, "sslrootcert");
     // A named database brings its own trust anchors.
     let root_exists = get(req, "ssldatabase").is_some()
         || root.is_some_and(|r| r == "system" || Path::new(r).exists());
     let verify = match mode {
-        "verify-full" | "verify-ca" if !root_exists => {
-            return Err(failed(
-                ErrorClass::RootCertMissing,
-                format!(
-                    "root certificate file {:?} does not exist",
-                    root.unwrap_or("")
-                ),
-            ))
-        }
         "verify-full" => Verify::ChainAndName,
         "verify-ca" => Verify::Chain,
         _ if root_exists => Verify::Chain,

@@ -44,6 +44,11 @@ pub struct Hello {
     /// as a failed attempt, as its users would see it).
     #[serde(default)]
     pub options: Vec<String>,
+    /// The stack keeps state across the connections of one process that would leak from one
+    /// attempt into the next (NSS merges the trust of every certificate database a process
+    /// opens): the harness then starts a fresh process for every attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_attempt_per_process: bool,
 }
 
 /// One attempt.

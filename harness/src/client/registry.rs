@@ -50,6 +50,10 @@ pub struct StackFile {
     pub builtin: Option<Builtin>,
     /// Also offer `<name>:<build>` through this built-in adapter.
     pub per_build: Option<PerBuild>,
+    /// Also offer `<name>@<prefix>`: the built-in adapter in a process of its own
+    /// (`pgssl stack-shim`) whose dynamic loader takes the library from `<prefix>/lib`.
+    #[serde(default)]
+    pub per_prefix: bool,
     /// A shim: program and arguments. Arguments starting with `./` or `../` are paths relative
     /// to the stack's folder.
     pub command: Option<Vec<String>>,
@@ -150,9 +154,10 @@ impl Stacks {
             .collect()
     }
 
-    /// The folder behind a client name (`psycopg`, `libpq:pg15-openssl3.0` -> `libpq`).
+    /// The folder behind a client name (`psycopg`, `libpq:pg15-openssl3.0` -> `libpq`,
+    /// `libpq@/opt/pg` -> `libpq`).
     pub fn folder(&self, name: &str) -> Option<&StackFolder> {
-        let base = name.split_once(':').map_or(name, |(b, _)| b);
+        let base = base_name(name);
         self.folders.get(base)
     }
 
@@ -178,6 +183,9 @@ impl Stacks {
             );
         };
         let errors = folder.errors.clone().unwrap_or_default();
+        if let Some((base, prefix)) = name.split_once('@') {
+            return self.with_prefix(folder, base, prefix);
+        }
         if let Some((_, build)) = name.split_once(':') {
             return match folder.spec.per_build {
                 Some(PerBuild::ContainerLibpq) => {
@@ -201,16 +209,66 @@ impl Stacks {
                 max_in_flight: folder.spec.max_in_flight,
                 shim_classes: folder.spec.shim_classes.clone(),
                 errors,
+                env: Vec::new(),
             })?)),
             (None, None) => unreachable!("checked when loading"),
         }
     }
 }
 
+impl Stacks {
+    /// `NAME@<prefix>`: the folder's built-in adapter in a `pgssl stack-shim` process whose
+    /// dynamic loader looks in `<prefix>/lib` first.
+    fn with_prefix(
+        &self,
+        folder: &StackFolder,
+        base: &str,
+        prefix: &str,
+    ) -> anyhow::Result<Arc<dyn ClientStack>> {
+        if !folder.spec.per_prefix || folder.spec.builtin.is_none() {
+            anyhow::bail!(
+                "client stack {base:?} does not load a library from an install prefix (\"{base}@{prefix}\"); those that do: {}",
+                self.folders
+                    .values()
+                    .filter(|f| f.spec.per_prefix)
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let prefix = Path::new(prefix)
+            .canonicalize()
+            .map_err(|e| anyhow::anyhow!("client stack {base}@{prefix}: {prefix}: {e}"))?;
+        let lib = prefix.join("lib");
+        let libpq = lib.join("libpq.so.5");
+        if !libpq.exists() {
+            anyhow::bail!(
+                "client stack {base}@{}: expected a PostgreSQL install prefix with {} (an `--prefix` given to configure, or `make install DESTDIR=...`)",
+                prefix.display(),
+                libpq.display()
+            );
+        }
+        let name = format!("{base}@{}", prefix.display());
+        let spec = super::self_shim::spec(
+            &name,
+            base,
+            self,
+            vec![("LD_LIBRARY_PATH".into(), lib.display().to_string())],
+        )?;
+        Ok(Arc::new(Shim::start(spec)?))
+    }
+}
+
+/// The folder part of a client name.
+fn base_name(name: &str) -> &str {
+    let end = name.find([':', '@']).unwrap_or(name.len());
+    &name[..end]
+}
+
 /// A built-in in-process adapter.
 pub fn builtin(kind: Builtin, errors: ErrorTable) -> anyhow::Result<Arc<dyn ClientStack>> {
     Ok(match kind {
-        Builtin::Libpq => Arc::new(Libpq::new(errors)),
+        Builtin::Libpq => Arc::new(Libpq::new(errors)?),
         Builtin::NativeTls => Arc::new(NativeTls::new()),
         Builtin::Rustls => Arc::new(Rustls::new()),
         // Its database cache may be unwritable: a located error, not a panic.
@@ -244,8 +302,13 @@ fn load_folder(dir: &Path) -> Result<StackFolder, LoadError> {
     if spec.max_in_flight == 0 {
         return Err(whole("`max_in_flight` must be at least 1"));
     }
-    if name.contains(':') || name.is_empty() {
-        return Err(whole("a stack folder's name may not contain ':'"));
+    if name.contains([':', '@']) || name.is_empty() {
+        return Err(whole("a stack folder's name may not contain ':' or '@'"));
+    }
+    if spec.per_prefix && spec.builtin.is_none() {
+        return Err(whole(
+            "`per_prefix` needs `builtin`: a shim loads its libraries itself",
+        ));
     }
     // Absolute: a shim runs in its folder, and its relative arguments resolve against it.
     let dir = dir

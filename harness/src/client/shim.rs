@@ -34,6 +34,8 @@ use tokio::sync::{oneshot, Semaphore};
 
 /// How long a shim may take to say `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at once of a stack that takes one attempt per process (each in its own process).
+const PER_PROCESS_IN_FLIGHT: usize = 4;
 /// How much of a shim's stderr a harness error quotes.
 const STDERR_TAIL: usize = 2000;
 
@@ -49,6 +51,8 @@ pub struct ShimSpec {
     /// Classes a reply may name itself (`stack.toml` `shim_classes`).
     pub shim_classes: Vec<ErrorClass>,
     pub errors: ErrorTable,
+    /// Environment every process of the stack gets, before a case's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl ShimSpec {
@@ -77,6 +81,8 @@ pub struct Shim {
     /// Set once a process crashed or spoke garbage: every later attempt is that harness error.
     broken: Arc<Mutex<Option<String>>>,
     next_id: Arc<AtomicU64>,
+    /// The hello asked for a fresh process per attempt.
+    per_process: bool,
 }
 
 impl Shim {
@@ -111,15 +117,23 @@ impl Shim {
                 missing.join(", ")
             );
         }
+        let per_process = hello.one_attempt_per_process;
+        let in_flight = if per_process {
+            spec.max_in_flight.max(PER_PROCESS_IN_FLIGHT)
+        } else {
+            spec.max_in_flight
+        };
         Ok(Shim {
+            per_process,
             facts: ClientFacts {
                 name: spec.name.clone(),
                 tls_library: hello.tls_library.to_lowercase(),
                 tls_version: hello.tls_version,
                 libpq_version: hello.libpq_version.unwrap_or_default(),
             },
-            slots: Arc::new(Semaphore::new(spec.max_in_flight)),
-            current: Arc::new(Mutex::new(Some(Arc::new(process)))),
+            slots: Arc::new(Semaphore::new(in_flight)),
+            // The first process only said hello when every attempt gets its own.
+            current: Arc::new(Mutex::new((!per_process).then(|| Arc::new(process)))),
             broken: Arc::new(Mutex::new(None)),
             next_id: Arc::new(AtomicU64::new(1)),
             spec,
@@ -148,6 +162,7 @@ impl ClientStack for Shim {
     }
 
     fn try_connect(&self, request: ConnectRequest) -> BoxFuture<'static, Result<Outcome, String>> {
+        let per_process = self.per_process;
         let (spec, transport, slots, current, broken, next_id) = (
             self.spec.clone(),
             self.transport.clone(),
@@ -168,8 +183,9 @@ impl ClientStack for Shim {
                 deadline_ms: deadline.as_millis() as u64,
                 pki_dir: request.pki_dir.as_ref().map(|d| d.display().to_string()),
             };
-            // A case's environment needs a process of its own, started with it.
-            if !request.env.is_empty() {
+            // A case's environment needs a process of its own, started with it; so does every
+            // attempt of a stack whose hello asks for it.
+            if !request.env.is_empty() || per_process {
                 let (spec2, transport2, env) =
                     (spec.clone(), transport.clone(), request.env.clone());
                 let (process, _) =

@@ -57,7 +57,7 @@ impl Transport for LocalProcess {
             .env("LC_ALL", "C")
             // No Kerberos credentials cache of the user's either.
             .env("KRB5CCNAME", "FILE:/nonexistent/pgssl-home/krb5cc")
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.env.iter().chain(env).map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -134,7 +134,7 @@ pub struct ContainerExec {
 impl Transport for ContainerExec {
     fn spawn(&self, spec: &ShimSpec, env: &[(String, String)]) -> anyhow::Result<Spawned> {
         let env = std::iter::once("LC_ALL=C".to_string())
-            .chain(env.iter().map(|(k, v)| format!("{k}={v}")))
+            .chain(spec.env.iter().chain(env).map(|(k, v)| format!("{k}={v}")))
             .collect();
         let (exec, streams) = Exec::start(&self.container_id, self.cmd.clone(), env)
             .with_context(|| format!("client stack {}", spec.name))?;

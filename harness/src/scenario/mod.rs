@@ -290,6 +290,15 @@ pub enum QueryResult {
 }
 
 impl QueryResult {
+    /// The text `pgssl_try()` returns for this result (the inverse of [`Self::from_wire`]).
+    pub fn to_wire(&self) -> String {
+        match self {
+            QueryResult::Returns(v) => format!("value {v}"),
+            QueryResult::Null => "null".into(),
+            QueryResult::Error(code) => format!("error {code}"),
+        }
+    }
+
     /// Parses the text `pgssl_try()` returns: `value <text>`, `null` or `error <sqlstate>`.
     pub fn from_wire(s: &str) -> Option<QueryResult> {
         if let Some(v) = s.strip_prefix("value ") {

@@ -7,7 +7,8 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// One condition on a fact: equality, or a version comparison (`<16`, `>=3.0`, `!=nss`).
-/// An array means any of its conditions.
+/// A text ending in `*` matches every fact it starts (`nss:*`, `libpq@*`). An array means
+/// any of its conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matcher(Vec<Condition>);
 
@@ -55,7 +56,14 @@ impl Condition {
         if is_version && fact.is_empty() {
             return self.op == Op::Ne;
         }
-        let ord = if is_version {
+        let prefix = self.value.strip_suffix('*').filter(|_| !is_version);
+        let ord = if let Some(prefix) = prefix.filter(|_| matches!(self.op, Op::Eq | Op::Ne)) {
+            if fact.starts_with(prefix) {
+                Ordering::Equal
+            } else {
+                Ordering::Less
+            }
+        } else if is_version {
             compare_versions(fact, &self.value)
         } else if fact == self.value {
             Ordering::Equal
@@ -211,7 +219,7 @@ impl schemars::JsonSchema for Matcher {
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
-            "description": "A fact matcher: \"nss\", \"!=libpq\", \"<16\", \">=3.0\", or an array meaning any of them.",
+            "description": "A fact matcher: \"nss\", \"!=libpq\", \"<16\", \">=3.0\", a prefix ending in * (\"nss:*\"), or an array meaning any of them.",
             "anyOf": [
                 { "type": "string" },
                 { "type": "array", "items": { "type": "string" }, "minItems": 1 }
@@ -262,6 +270,18 @@ mod tests {
         assert!(!s.matches(&facts("libpq", "15")));
         let s = selector("client.name = \"!=libpq\"");
         assert!(s.matches(&facts("rustls", "15")));
+    }
+
+    #[test]
+    fn a_trailing_star_matches_a_prefix() {
+        let s = selector("client.name = [\"nss\", \"nss:*\"]");
+        assert!(s.matches(&facts("nss", "15")));
+        assert!(s.matches(&facts("nss:pg13-openssl1.1", "15")));
+        assert!(!s.matches(&facts("nssx", "15")));
+        assert!(!s.matches(&facts("libpq@/opt/nss", "15")));
+        let s = selector("client.name = \"!=libpq@*\"");
+        assert!(!s.matches(&facts("libpq@/opt/nss", "15")));
+        assert!(s.matches(&facts("libpq", "15")));
     }
 
     #[test]
