@@ -680,9 +680,11 @@ fn lint(
     if let Some(path) = matrix {
         let config = pgssl::matrix::MatrixConfig::load(&path).map_err(Infra)?;
         let matrix_clients = self::clients(&stacks, &config.clients).map_err(Infra)?;
+        let mut servers = Vec::new();
         for spec in &config.servers {
             let runtime = pgssl::runtime::runtime_by_spec(spec, None).map_err(Infra)?;
             let server = runtime.detect_facts().map_err(Infra)?;
+            servers.push((Some(spec.as_str()), server.clone()));
             let names = config.clients_for(spec);
             for (_, c) in config
                 .clients
@@ -704,11 +706,32 @@ fn lint(
                 tls_library: o.tls_library.clone(),
                 tls_version: o.tls_version.clone(),
             };
+            servers.push((None, server.clone()));
             for c in self::clients(&stacks, &o.clients).map_err(Infra)? {
                 backends.push(BackendFacts {
                     server: server.clone(),
                     client: c.facts().clone(),
                 });
+            }
+        }
+        for oc in &config.outside_client {
+            let client = pgssl::facts::ClientFacts {
+                name: oc.name.clone(),
+                tls_library: oc.tls_library.clone(),
+                tls_version: oc.tls_version.clone(),
+                libpq_version: oc.libpq_version.clone(),
+            };
+            for (spec, server) in &servers {
+                let runs = match spec {
+                    Some(spec) => oc.servers.iter().any(|s| s == spec),
+                    None => oc.outside,
+                };
+                if runs {
+                    backends.push(BackendFacts {
+                        server: server.clone(),
+                        client: client.clone(),
+                    });
+                }
             }
         }
     }

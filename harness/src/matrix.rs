@@ -27,6 +27,26 @@ pub struct MatrixConfig {
     /// against their facts too, so an override for such a build is not stale.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outside: Vec<Outside>,
+    /// Client stacks overrides are declared for but CI cannot start (a libpq built by hand,
+    /// `libpq@<prefix>`; `[[outside_client]]` tables): their facts, for `pgssl lint --matrix`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outside_client: Vec<OutsideClient>,
+}
+
+/// `[[outside_client]]`: a client stack's facts as pgssl detected them, and the servers it
+/// runs against: those of `servers` it names, and every `[[outside]]` build when `outside`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutsideClient {
+    pub name: String,
+    pub tls_library: String,
+    pub tls_version: String,
+    #[serde(default)]
+    pub libpq_version: String,
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default)]
+    pub outside: bool,
 }
 
 /// `[[outside]]`: a server build's facts as pgssl detected them, and the client stacks run
@@ -69,6 +89,15 @@ impl MatrixConfig {
                 });
             if let Some(m) = unknown {
                 anyhow::bail!("{}: [[only]]: {m}", path.display());
+            }
+        }
+        for c in &config.outside_client {
+            if let Some(s) = c.servers.iter().find(|s| !config.servers.contains(s)) {
+                anyhow::bail!(
+                    "{}: [[outside_client]] {:?}: server {s:?} is not in `servers`",
+                    path.display(),
+                    c.name
+                );
             }
         }
         Ok(config)

@@ -49,6 +49,7 @@ impl ResultsDoc {
             clients: unique(results.iter().map(|r| r.result.client.clone())),
             only: Vec::new(),
             outside: Vec::new(),
+            outside_client: Vec::new(),
         });
         let mut doc = ResultsDoc {
             backends: crate::matrix::backends(&config),
@@ -238,6 +239,10 @@ pub fn merge(docs: Vec<(PathBuf, ResultsDoc)>, whole: bool) -> Result<ResultsDoc
         clients: unique(docs.iter().flat_map(|(_, d)| d.config.clients.clone())),
         only: unique(docs.iter().flat_map(|(_, d)| d.config.only.clone())),
         outside: unique(docs.iter().flat_map(|(_, d)| d.config.outside.clone())),
+        outside_client: unique(
+            docs.iter()
+                .flat_map(|(_, d)| d.config.outside_client.clone()),
+        ),
     };
     let cases = unique(docs.iter().flat_map(|(_, d)| d.cases.clone()));
     let wall = docs.iter().map(|(_, d)| d.wall_millis).max().unwrap_or(0);

@@ -1119,6 +1119,78 @@ pub(crate) fn classify_driver(e: &tokio_postgres::Error) -> ChildResult {
 mod tests {
     use super::*;
 
+    /// The options of a libpq built with NSS: the PEM files become one database (the root
+    /// file's certificates trusted, the client's certificate and key under the nickname
+    /// `sslcert` names, the lists whose issuer it holds); options that put nothing in a
+    /// database name none.
+    #[test]
+    fn pem_options_become_the_nss_librarys_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec_path = tmp.path().join("pki.toml");
+        std::fs::write(
+            &spec_path,
+            "[ca.root_ca]\nsubject = \"/CN=root\"\n\n[cert.client]\nissuer = \"root_ca\"\n\
+             subject = \"/CN=client\"\n\n[crl.root]\nissuer = \"root_ca\"\n",
+        )
+        .unwrap();
+        let pki = crate::pki::PkiSpec::load(&spec_path)
+            .unwrap()
+            .materialize(&tmp.path().join("cache"))
+            .unwrap();
+        let dbs = NssDbs {
+            dbs: Arc::default(),
+            dir: Arc::new(tmp.path().join("nss-client")),
+        };
+        let path = |n: &str| pki.path(n).display().to_string();
+        let request = |params: Vec<(&str, String)>| ConnectRequest {
+            params: params
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            timeout: Duration::from_secs(5),
+            queries: Vec::new(),
+            env: Vec::new(),
+            pki_dir: None,
+        };
+        let params = dbs
+            .libpq_params(&request(vec![
+                ("sslmode", "verify-ca".into()),
+                ("sslrootcert", path("root_ca.crt")),
+                ("sslcert", path("client.crt")),
+                ("sslkey", path("client.key")),
+                ("sslcrl", path("root.crl")),
+            ]))
+            .unwrap();
+        let get = |k: &str| params.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone());
+        assert_eq!(get("sslmode").as_deref(), Some("verify-ca"));
+        assert_eq!(get("sslcert").as_deref(), Some("client"));
+        for pem in ["sslrootcert", "sslkey", "sslcrl", "sslcrldir"] {
+            assert_eq!(get(pem), None, "{pem}");
+        }
+        let db = get("ssldatabase").expect("a database");
+        let listing = crate::pki::nss::list(Path::new(&db)).unwrap();
+        assert_eq!(
+            listing.certs.get("root0").map(String::as_str),
+            Some("CT,C,C")
+        );
+        assert_eq!(
+            listing.certs.get("client").map(String::as_str),
+            Some("u,u,u")
+        );
+        assert_eq!(listing.crl_issuers, vec!["root0".to_string()]);
+        // A missing root file and no client certificate put nothing in a database.
+        let params = dbs
+            .libpq_params(&request(vec![
+                ("sslmode", "verify-full".into()),
+                ("sslrootcert", path("absent.crt")),
+            ]))
+            .unwrap();
+        assert_eq!(
+            params,
+            vec![("sslmode".to_string(), "verify-full".to_string())]
+        );
+    }
+
     #[test]
     fn constraint_errors_and_database_builds_are_classified() {
         for name in [

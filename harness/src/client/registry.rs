@@ -239,15 +239,12 @@ impl Stacks {
         let prefix = Path::new(prefix)
             .canonicalize()
             .map_err(|e| anyhow::anyhow!("client stack {base}@{prefix}: {prefix}: {e}"))?;
-        let lib = prefix.join("lib");
-        let libpq = lib.join("libpq.so.5");
-        if !libpq.exists() {
+        let Some(lib) = library_dir(&prefix) else {
             anyhow::bail!(
-                "client stack {base}@{}: expected a PostgreSQL install prefix with {} (an `--prefix` given to configure, or `make install DESTDIR=...`)",
-                prefix.display(),
-                libpq.display()
+                "client stack {base}@{}: expected a PostgreSQL install prefix with lib/libpq.so.5 (or lib/<multiarch>/libpq.so.5): the --prefix given to configure",
+                prefix.display()
             );
-        }
+        };
         let name = format!("{base}@{}", prefix.display());
         let spec = super::self_shim::spec(
             &name,
@@ -257,6 +254,23 @@ impl Stacks {
         )?;
         Ok(Arc::new(Shim::start(spec)?))
     }
+}
+
+/// The directory of `<prefix>` that holds libpq.so.5: `lib`, `lib64`, or one level below
+/// `lib` (Debian's multiarch `lib/x86_64-linux-gnu`).
+fn library_dir(prefix: &Path) -> Option<PathBuf> {
+    let has = |d: &Path| d.join("libpq.so.5").exists();
+    let direct = ["lib", "lib64"].map(|d| prefix.join(d));
+    if let Some(d) = direct.iter().find(|d| has(d)) {
+        return Some(d.clone());
+    }
+    let mut below: Vec<PathBuf> = std::fs::read_dir(prefix.join("lib"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|d| d.is_dir() && has(d))
+        .collect();
+    below.sort();
+    below.into_iter().next()
 }
 
 /// The folder part of a client name.
