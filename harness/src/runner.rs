@@ -729,13 +729,17 @@ async fn run_scenario(
     if let Some(how) = slot.as_mut().and_then(|s| s.exited()) {
         let log = slot.as_ref().map(|s| s.log()).unwrap_or_default();
         let msg = format!(
-            "the {} server died during {} ({how}); {}",
+            "the {} server died during {} ({how})",
             plan.runtime.build_name(),
             scenario.path.display(),
-            log_tail(&log)
         );
-        for r in &mut results {
-            r.verdict = Verdict::Error(msg.clone());
+        // The log's tail once: every pair of the scenario reports the same death.
+        for (i, r) in results.iter_mut().enumerate() {
+            r.verdict = Verdict::Error(if i == 0 {
+                format!("{msg}; {}", log_tail(&log))
+            } else {
+                format!("{msg}; its log is quoted with the scenario's first error")
+            });
         }
         if let Some(dead) = slot.take() {
             tokio::task::spawn_blocking(move || drop(dead)).await.ok();

@@ -196,6 +196,13 @@ fn a_killed_server_is_a_harness_error() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read as it comes: a pipe left unread fills (64 KiB) and stops the run on its next line.
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        pipe.read_to_string(&mut text).ok();
+        text
+    });
     let (_, pidfile) = wait_for_server_in(root.path(), child.id());
     let log = pidfile
         .parent()
@@ -219,13 +226,7 @@ fn a_killed_server_is_a_harness_error() {
     // SAFETY: the run's own server.
     unsafe { libc::kill(postmaster, libc::SIGKILL) };
     let status = wait_bounded(&mut child, Duration::from_secs(120));
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = reader.join().unwrap();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("the local server died during scenarios/server-cert-verification.toml"),
