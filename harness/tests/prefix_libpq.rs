@@ -3,16 +3,15 @@
 //! prefix is Debian's own (`/usr`, multiarch), so the same library runs both ways: in process
 //! and behind the protocol, and every case must end the same.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 
 /// `pgssl run ARGS --json FILE scenarios/server-cert-verification.toml`: exit status, output,
 /// and each result's outcome by case and client (`libpq@/usr` read as `libpq`).
 fn run(args: &[&str]) -> (Option<i32>, String, BTreeMap<String, String>) {
     let json = tempfile::NamedTempFile::new().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pgssl"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+    let out = common::pgssl()
         .arg("run")
         .args(args)
         .arg("--json")
@@ -20,11 +19,7 @@ fn run(args: &[&str]) -> (Option<i32>, String, BTreeMap<String, String>) {
         .arg("scenarios/server-cert-verification.toml")
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = common::printed(&out);
     let mut outcomes = BTreeMap::new();
     if let Ok(text) = std::fs::read_to_string(json.path()) {
         let results: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();

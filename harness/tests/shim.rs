@@ -2,6 +2,8 @@
 //! scenario; shims that hang, exit mid-attempt or print garbage end as `timeout` or as a
 //! harness error naming the stack, and leave no process behind.
 
+mod common;
+
 use pgssl::client::{attempt, ConnectRequest, Shim, Stacks};
 use pgssl::error_class::ErrorClass;
 use pgssl::outcome::Outcome;
@@ -54,11 +56,7 @@ fn run(stacks: &Path, args: &[&str]) -> (Option<i32>, String) {
         .arg("scenarios/hostname-single-alt-name.toml")
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = common::printed(&out);
     (out.status.code(), all)
 }
 
@@ -148,6 +146,66 @@ fn a_hanging_shim_times_out_and_is_restarted() {
         ),
         "{o:?}"
     );
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());
+}
+
+/// A stack that takes one attempt at a time per process: processes are reused between
+/// attempts until a reply retires one, and at most the pool's size run side by side.
+#[test]
+fn one_attempt_at_a_time_reuses_processes_until_a_reply_retires_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    stack(
+        tmp.path(),
+        "pooled",
+        r#"import json, os, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+send({"type": "hello", "protocol": 1, "name": "toy", "version": "0", "tls_library": "none",
+      "one_attempt_at_a_time": True})
+served = 0
+for line in sys.stdin:
+    served += 1
+    req = json.loads(line)
+    # The pid says which process answered; the second attempt of a process retires it.
+    send({"type": "reply", "id": req["id"], "retire": served == 2,
+          "result": {"failed": {"message": "pid %d" % os.getpid()}}})
+"#,
+        "",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = shim(tmp.path(), "pooled");
+    let pid_of = |o: Result<Outcome, String>| match o {
+        Ok(Outcome::Failed { raw, .. }) => raw,
+        other => panic!("{other:?}"),
+    };
+    let pids: Vec<String> = (0..5)
+        .map(|_| pid_of(rt.block_on(attempt(&client, request(Duration::from_secs(5))))))
+        .collect();
+    assert_eq!(pids[0], pids[1], "{pids:?}");
+    assert_ne!(pids[1], pids[2], "{pids:?}");
+    assert_eq!(pids[2], pids[3], "{pids:?}");
+    assert_ne!(pids[3], pids[4], "{pids:?}");
+    // A retired process is ended.
+    let first: i32 = pids[0].trim_start_matches("pid ").parse().unwrap();
+    let gone = Instant::now();
+    while pgssl::cleanup::alive(first) && gone.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!pgssl::cleanup::alive(first), "retired {first} still runs");
+    // Eight at once: no process ever has two (each would then answer twice before retiring).
+    let many = rt.block_on(async {
+        futures_util::future::join_all(
+            (0..8).map(|_| attempt(&client, request(Duration::from_secs(5)))),
+        )
+        .await
+    });
+    let mut counts = std::collections::HashMap::new();
+    for o in many {
+        *counts.entry(pid_of(o)).or_insert(0) += 1;
+    }
+    assert!(counts.values().all(|n| *n <= 2), "{counts:?}");
     drop(client);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(processes_under(tmp.path()), Vec::<i32>::new());

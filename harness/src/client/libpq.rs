@@ -143,8 +143,12 @@ impl ClientStack for Libpq {
     /// NSS keeps one certificate store per process: a database opened by one connection
     /// (its tokens all named `postgres`, its trust) is still there for the next when NSS
     /// could not shut down in between.
-    fn one_attempt_per_process(&self) -> bool {
+    fn one_attempt_at_a_time(&self) -> bool {
         self.nss.is_some()
+    }
+
+    fn tainted(&self) -> bool {
+        self.nss.is_some() && super::nss_ffi::is_initialized()
     }
 
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {

@@ -89,8 +89,14 @@ pub trait ClientStack: Send + Sync {
     }
 
     /// Whether attempts in one process would see each other's state (a libpq built with NSS):
-    /// in a shim, every attempt then gets a fresh process.
-    fn one_attempt_per_process(&self) -> bool {
+    /// in a shim, each process then takes one attempt at a time.
+    fn one_attempt_at_a_time(&self) -> bool {
+        false
+    }
+
+    /// After an attempt of such a stack: whether this process kept state the next attempt
+    /// would see, so that it must not take another.
+    fn tainted(&self) -> bool {
         false
     }
 

@@ -38,6 +38,7 @@ type PasswordFunc = extern "C" fn(*mut c_void, PrBool, *mut c_void) -> *mut c_ch
 #[link(name = "nss3")]
 extern "C" {
     fn NSS_GetVersion() -> *const c_char;
+    fn NSS_IsInitialized() -> c_int;
     fn NSS_InitContext(
         dir: *const c_char,
         cert_prefix: *const c_char,
@@ -323,6 +324,12 @@ pub fn version_number(name: &str) -> Option<u16> {
         "tlsv1.3" => 0x0304,
         _ => return None,
     })
+}
+
+/// Whether NSS is initialised in this process (a context some connection left open).
+pub fn is_initialized() -> bool {
+    // SAFETY: a plain query of NSS's global state.
+    unsafe { NSS_IsInitialized() != 0 }
 }
 
 /// The version of the libnss3 this process loaded, as `3.87.1` (needs no initialisation).

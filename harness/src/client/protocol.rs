@@ -44,11 +44,12 @@ pub struct Hello {
     /// as a failed attempt, as its users would see it).
     #[serde(default)]
     pub options: Vec<String>,
-    /// The stack keeps state across the connections of one process that would leak from one
-    /// attempt into the next (NSS merges the trust of every certificate database a process
-    /// opens): the harness then starts a fresh process for every attempt.
+    /// The stack keeps process-wide state that one attempt could leak into another (NSS
+    /// keeps one certificate store per process): the harness then gives each process one
+    /// attempt at a time, runs several processes side by side, and ends a process whose reply
+    /// says `retire`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub one_attempt_per_process: bool,
+    pub one_attempt_at_a_time: bool,
 }
 
 /// One attempt.
@@ -87,6 +88,10 @@ pub struct Reply {
     /// The request's id.
     pub id: u64,
     pub result: AttemptResult,
+    /// This process takes no more requests: the attempt left state behind that the next one
+    /// would see (NSS could not shut down). The harness ends it and starts another.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retire: bool,
 }
 
 /// Connected (and the session query answered) or failed.
@@ -146,6 +151,7 @@ mod tests {
                 code: None,
                 class: Some(ErrorClass::HostnameMismatch),
             }),
+            retire: false,
         });
         let text = serde_json::to_string(&reply).unwrap();
         assert_eq!(

@@ -118,7 +118,7 @@ pub fn main(stack: &str, stacks_dir: &Path) -> i32 {
         tls_version: facts.tls_version.clone(),
         libpq_version: Some(facts.libpq_version.clone()).filter(|v| !v.is_empty()),
         options: client.options(),
-        one_attempt_per_process: client.one_attempt_per_process(),
+        one_attempt_at_a_time: client.one_attempt_at_a_time(),
     });
     if write_line(&out, &hello).is_err() {
         return 2;
@@ -154,7 +154,9 @@ pub fn main(stack: &str, stacks_dir: &Path) -> i32 {
                     std::process::exit(2);
                 }
             };
-            let _ = write_line(&out, &Line::Reply(Reply { id, result }));
+            // Asked only between attempts: such a stack gets one at a time.
+            let retire = client.tainted();
+            let _ = write_line(&out, &Line::Reply(Reply { id, result, retire }));
         });
     }
     // Stdin closed: the harness is done with this process; attempts still running end with it.

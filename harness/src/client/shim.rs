@@ -34,8 +34,9 @@ use tokio::sync::{oneshot, Semaphore};
 
 /// How long a shim may take to say `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Attempts at once of a stack that takes one attempt per process (each in its own process).
-const PER_PROCESS_IN_FLIGHT: usize = 4;
+/// Attempts at once of a stack whose processes take one attempt at a time (so as many
+/// processes side by side).
+const POOL_SIZE: usize = 4;
 /// How much of a shim's stderr a harness error quotes.
 const STDERR_TAIL: usize = 2000;
 
@@ -81,8 +82,8 @@ pub struct Shim {
     /// Set once a process crashed or spoke garbage: every later attempt is that harness error.
     broken: Arc<Mutex<Option<String>>>,
     next_id: Arc<AtomicU64>,
-    /// The hello asked for a fresh process per attempt.
-    per_process: bool,
+    /// The hello asked for one attempt at a time per process: processes between attempts.
+    idle: Option<Arc<Mutex<Vec<Arc<Process>>>>>,
 }
 
 impl Shim {
@@ -117,14 +118,15 @@ impl Shim {
                 missing.join(", ")
             );
         }
-        let per_process = hello.one_attempt_per_process;
-        let in_flight = if per_process {
-            spec.max_in_flight.max(PER_PROCESS_IN_FLIGHT)
+        let pooled = hello.one_attempt_at_a_time;
+        let in_flight = if pooled {
+            spec.max_in_flight.max(POOL_SIZE)
         } else {
             spec.max_in_flight
         };
+        let process = Arc::new(process);
         Ok(Shim {
-            per_process,
+            idle: pooled.then(|| Arc::new(Mutex::new(vec![process.clone()]))),
             facts: ClientFacts {
                 name: spec.name.clone(),
                 tls_library: hello.tls_library.to_lowercase(),
@@ -132,8 +134,7 @@ impl Shim {
                 libpq_version: hello.libpq_version.unwrap_or_default(),
             },
             slots: Arc::new(Semaphore::new(in_flight)),
-            // The first process only said hello when every attempt gets its own.
-            current: Arc::new(Mutex::new((!per_process).then(|| Arc::new(process)))),
+            current: Arc::new(Mutex::new((!pooled).then_some(process))),
             broken: Arc::new(Mutex::new(None)),
             next_id: Arc::new(AtomicU64::new(1)),
             spec,
@@ -162,7 +163,7 @@ impl ClientStack for Shim {
     }
 
     fn try_connect(&self, request: ConnectRequest) -> BoxFuture<'static, Result<Outcome, String>> {
-        let per_process = self.per_process;
+        let idle = self.idle.clone();
         let (spec, transport, slots, current, broken, next_id) = (
             self.spec.clone(),
             self.transport.clone(),
@@ -183,9 +184,8 @@ impl ClientStack for Shim {
                 deadline_ms: deadline.as_millis() as u64,
                 pki_dir: request.pki_dir.as_ref().map(|d| d.display().to_string()),
             };
-            // A case's environment needs a process of its own, started with it; so does every
-            // attempt of a stack whose hello asks for it.
-            if !request.env.is_empty() || per_process {
+            // A case's environment needs a process of its own, started with it.
+            if !request.env.is_empty() {
                 let (spec2, transport2, env) =
                     (spec.clone(), transport.clone(), request.env.clone());
                 let (process, _) =
@@ -197,6 +197,16 @@ impl ClientStack for Shim {
                 let reply = process.call(line(1), deadline).await;
                 process.kill();
                 return finish(&spec, reply);
+            }
+            if let Some(idle) = idle {
+                return pooled_call(
+                    &spec,
+                    &transport,
+                    &idle,
+                    line(next_id.fetch_add(1, Ordering::Relaxed)),
+                    deadline,
+                )
+                .await;
             }
             // Sent again at most once when the process was killed for another attempt.
             for _ in 0..2 {
@@ -221,7 +231,7 @@ impl ClientStack for Shim {
                         *broken.lock().map_err(|e| e.to_string())? = Some(why.clone());
                         return Err(why);
                     }
-                    done @ Ended::Replied(_) => return finish(&spec, done),
+                    done @ Ended::Replied(..) => return finish(&spec, done),
                 }
             }
             Err(format!(
@@ -237,6 +247,54 @@ impl ClientStack for Shim {
 
     fn in_process(&self) -> bool {
         false
+    }
+}
+
+/// One attempt in an idle process of the pool (or a new one), which goes back to the pool
+/// unless its reply retires it or the attempt timed out.
+async fn pooled_call(
+    spec: &Arc<ShimSpec>,
+    transport: &Arc<dyn Transport>,
+    idle: &Mutex<Vec<Arc<Process>>>,
+    request: Request,
+    deadline: Duration,
+) -> Result<Outcome, String> {
+    let ready = {
+        let mut idle = idle.lock().map_err(|e| e.to_string())?;
+        std::iter::from_fn(|| idle.pop()).find(|p| p.alive())
+    };
+    let process = match ready {
+        Some(p) => p,
+        None => {
+            let (spec2, transport2) = (spec.clone(), transport.clone());
+            let (fresh, _) =
+                tokio::task::spawn_blocking(move || Process::spawn(&spec2, &transport2, &[]))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{e:#}"))?;
+            Arc::new(fresh)
+        }
+    };
+    match process.call(request, deadline).await {
+        Ended::Replied(result, retire) => {
+            if retire {
+                process.kill();
+            } else if let Ok(mut idle) = idle.lock() {
+                idle.push(process);
+            }
+            finish(spec, Ended::Replied(result, retire))
+        }
+        Ended::TimedOut => {
+            process.kill();
+            Ok(Outcome::failed(
+                ErrorClass::Timeout,
+                format!(
+                    "client stack {} gave no reply within {deadline:?}; its process was ended",
+                    spec.name
+                ),
+            ))
+        }
+        other => finish(spec, other),
     }
 }
 
@@ -277,10 +335,10 @@ fn replace(current: &Mutex<Option<Arc<Process>>>, stale: &Arc<Process>) {
 
 fn finish(spec: &ShimSpec, ended: Ended) -> Result<Outcome, String> {
     match ended {
-        Ended::Replied(AttemptResult::Connected(c)) => Ok(Session::from_row(&c.columns)
+        Ended::Replied(AttemptResult::Connected(c), _) => Ok(Session::from_row(&c.columns)
             .map(|s| Outcome::Connected(Box::new(s)))
             .unwrap_or_else(|e| Outcome::failed(ErrorClass::Unclassified, e))),
-        Ended::Replied(AttemptResult::Failed(f)) => {
+        Ended::Replied(AttemptResult::Failed(f), _) => {
             if let Some(c) = f.class.filter(|c| !spec.shim_classes.contains(c)) {
                 return Err(format!(
                     "client stack {}: its reply names class `{c}`, which its stack.toml does not list in shim_classes",
@@ -308,7 +366,8 @@ fn finish(spec: &ShimSpec, ended: Ended) -> Result<Outcome, String> {
 /// How a call to the process ended.
 #[derive(Debug, Clone)]
 enum Ended {
-    Replied(AttemptResult),
+    /// The reply, and whether it retires the process.
+    Replied(AttemptResult, bool),
     TimedOut,
     /// The harness killed the process (for another attempt's timeout, or on drop).
     Killed,
@@ -425,6 +484,16 @@ impl Process {
         }
     }
 
+    /// Whether it can take a request: not killed, and its reader has not seen it end.
+    fn alive(&self) -> bool {
+        !self.killed.load(Ordering::SeqCst)
+            && self
+                .pending
+                .lock()
+                .map(|p| p.ended.is_none())
+                .unwrap_or(false)
+    }
+
     /// Kills the process group; waiting attempts learn `Killed` from the reader thread.
     fn kill(&self) {
         if !self.killed.swap(true, Ordering::SeqCst) {
@@ -499,7 +568,7 @@ fn read_replies(
                     .ok()
                     .and_then(|mut p| p.waiters.remove(&r.id));
                 if let Some(w) = waiter {
-                    let _ = w.send(Ended::Replied(r.result));
+                    let _ = w.send(Ended::Replied(r.result, r.retire));
                 }
                 // No waiter: that attempt timed out already, and the process was killed for it.
             }

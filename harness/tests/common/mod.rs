@@ -12,6 +12,15 @@ pub fn pgssl() -> Command {
     cmd
 }
 
+/// What a finished process printed: stdout, then stderr.
+pub fn printed(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A private run root (`PGSSL_RUN_ROOT`) whose contents are only the run under test's: what
 /// is left in it, and every process naming it, is a leak. 0755 like /dev/shm's run
 /// directories' parent, so servers running as `postgres` reach their directories.
