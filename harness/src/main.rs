@@ -100,9 +100,6 @@ enum Command {
         /// Scenario files or directories (default: scenarios/).
         scenarios: Vec<PathBuf>,
     },
-    /// NSS connection attempts one at a time, a JSON line each (the nss client stack's workers).
-    #[command(hide = true)]
-    NssWorker,
     /// A built-in stack behind the attempt protocol on stdin/stdout (cases that set
     /// environment variables; `libpq@<prefix>`).
     #[command(hide = true)]
@@ -338,9 +335,9 @@ fn clients(stacks: &Stacks, names: &[String]) -> Result<Vec<Arc<dyn ClientStack>
 /// locale out of every attempt. The per-attempt child processes keep what their parent (an
 /// isolated pgssl) gave them: a case's own `env`.
 fn isolate_environment() {
-    let child = std::env::args().nth(1).is_some_and(|c| {
-        [pgssl::client::self_shim::SUBCOMMAND, "nss-worker"].contains(&c.as_str())
-    });
+    let child = std::env::args()
+        .nth(1)
+        .is_some_and(|c| c == pgssl::client::self_shim::SUBCOMMAND);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") && !key.to_string_lossy().starts_with("PGSSL_") {
             std::env::remove_var(&key);
@@ -863,7 +860,6 @@ fn main() {
             }
             0
         }),
-        Command::NssWorker => Ok(pgssl::client::nss_worker_main()),
         Command::StackShim { stack, stacks } => Ok(pgssl::client::self_shim::main(&stack, &stacks)),
         Command::Lint {
             sel,

@@ -1,4 +1,4 @@
-//! The executable behind pgssl's hidden subcommands (`stack-shim`, `nss-worker`).
+//! The executable behind pgssl's hidden subcommand `stack-shim`.
 
 use std::path::PathBuf;
 

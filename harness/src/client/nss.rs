@@ -5,10 +5,11 @@
 //! tools (`pki::nss`) once per distinct set of options.
 //!
 //! NSS keeps one certificate database per process and merges trust across every database
-//! opened in it, so attempts run in worker processes (`pgssl nss-worker`, `nss_workers.rs`),
-//! one at a time, each opening only its attempt's database and shutting NSS down afterwards:
-//! it connects, performs the SSLRequest, runs the NSS handshake (`nss_ffi.rs`) and then the
-//! PostgreSQL session with tokio-postgres over the NSS stream.
+//! opened in it, so the stack runs in processes of its own (`pgssl stack-shim nss`, behind
+//! the attempt protocol like every shim), each taking one attempt at a time: it opens only
+//! that attempt's database, connects, performs the SSLRequest, runs the NSS handshake
+//! (`nss_ffi.rs`) and then the PostgreSQL session with tokio-postgres over the NSS stream,
+//! and shuts NSS down; a process whose NSS did not shut down cleanly retires.
 
 use super::nss_ffi::{self, Verify};
 use super::{server_messages, ClientStack, ConnectRequest};
@@ -19,7 +20,7 @@ use crate::pki::nss::{digest, write_once, DbPlan};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -97,9 +98,12 @@ impl NssDbs {
     }
 }
 
+/// The stack inside its own process (see the module's documentation).
 pub struct Nss {
     facts: ClientFacts,
     dbs: NssDbs,
+    /// NSS shut down cleanly after the last attempt.
+    clean: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Nss {
@@ -112,6 +116,7 @@ impl Nss {
                 libpq_version: String::new(),
             },
             dbs: NssDbs::new()?,
+            clean: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 }
@@ -164,17 +169,33 @@ impl ClientStack for Nss {
     }
 
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
-        let dbs = self.dbs.clone();
+        let (dbs, clean) = (self.dbs.clone(), self.clean.clone());
         Box::pin(async move {
-            let child = match dbs.prepare(&request).await {
+            let child_request = match dbs.prepare(&request).await {
                 Ok(c) => c,
                 Err(outcome) => return outcome,
             };
-            match run_child(&child, request.timeout).await {
-                Ok(result) => result.into_outcome(),
-                Err(outcome) => outcome,
+            let attempt = tokio::task::spawn_blocking(move || child(&child_request)).await;
+            match attempt {
+                Ok((result, shut_down)) => {
+                    clean.store(shut_down, std::sync::atomic::Ordering::SeqCst);
+                    result.into_outcome()
+                }
+                Err(e) => {
+                    clean.store(false, std::sync::atomic::Ordering::SeqCst);
+                    Outcome::failed(ErrorClass::Unclassified, format!("NSS attempt: {e}"))
+                }
             }
         })
+    }
+
+    /// One NSS database per attempt and process: attempts run one at a time.
+    fn one_attempt_at_a_time(&self) -> bool {
+        true
+    }
+
+    fn tainted(&self) -> bool {
+        !self.clean.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -361,43 +382,8 @@ fn db_build_class(raw: &str) -> ErrorClass {
     super::classify_text(raw, &[TABLE])
 }
 
-async fn run_child(child: &ChildRequest, timeout: Duration) -> Result<ChildResult, Outcome> {
-    super::nss_workers::call(child, timeout).await
-}
-
 // ------------------------------------------------------------------------------------------
-// The worker: attempts one at a time, each with its own database and a fresh NSS.
-
-/// A worker's answer: the result, and whether NSS shut down cleanly so that the worker can
-/// take another attempt.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct WorkerReply {
-    pub result: ChildResult,
-    pub reusable: bool,
-}
-
-/// Entry point of `pgssl nss-worker`: a request per line on stdin, a [`WorkerReply`] per line
-/// on stdout, until stdin ends or NSS could not be shut down.
-pub fn worker_main() -> i32 {
-    nss_ffi::pin_modules();
-    let stdin = std::io::stdin();
-    let mut out = std::io::stdout();
-    for line in stdin.lock().lines() {
-        let Ok(line) = line else { return 2 };
-        let (result, reusable) = match serde_json::from_str::<ChildRequest>(&line) {
-            Ok(req) => child(&req),
-            Err(e) => (
-                failed(ErrorClass::Unclassified, format!("bad request: {e}")),
-                false,
-            ),
-        };
-        let reply = serde_json::to_string(&WorkerReply { result, reusable }).expect("serialises");
-        if writeln!(out, "{reply}").and_then(|()| out.flush()).is_err() || !reusable {
-            return 0;
-        }
-    }
-    0
-}
+// One attempt: its own database and a fresh NSS.
 
 pub(crate) fn failed(class: ErrorClass, raw: impl Into<String>) -> ChildResult {
     ChildResult::Failed {

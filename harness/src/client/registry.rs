@@ -199,6 +199,14 @@ impl Stacks {
             };
         }
         match (&folder.spec.builtin, &folder.spec.command) {
+            // NSS keeps one certificate store per process: its attempts run in pgssl's own
+            // shim processes, one at a time each.
+            (Some(Builtin::Nss), _) => Ok(Arc::new(Shim::start(super::self_shim::spec(
+                name,
+                &folder.name,
+                self,
+                Vec::new(),
+            )?)?)),
             (Some(kind), _) => builtin(*kind, errors),
             (None, Some(command)) => Ok(Arc::new(Shim::start(ShimSpec {
                 name: folder.name.clone(),
@@ -217,6 +225,25 @@ impl Stacks {
 }
 
 impl Stacks {
+    /// The built-in adapter of folder `name`, in this process (what `pgssl stack-shim` serves).
+    pub fn in_process(&self, name: &str) -> anyhow::Result<Arc<dyn ClientStack>> {
+        match self.folders.get(name) {
+            Some(StackFolder {
+                spec:
+                    StackFile {
+                        builtin: Some(kind),
+                        ..
+                    },
+                errors,
+                ..
+            }) => builtin(*kind, errors.clone().unwrap_or_default()),
+            _ => anyhow::bail!(
+                "{name:?} is not a built-in client stack of {}",
+                self.dir.display()
+            ),
+        }
+    }
+
     /// `NAME@<prefix>`: the folder's built-in adapter in a `pgssl stack-shim` process whose
     /// dynamic loader looks in `<prefix>/lib` first.
     fn with_prefix(

@@ -85,7 +85,7 @@ pub async fn attempt_with_env(stack: String, mut request: ConnectRequest) -> Out
 pub fn main(stack: &str, stacks_dir: &Path) -> i32 {
     let client = match Stacks::load(stacks_dir)
         .map_err(anyhow::Error::from)
-        .and_then(|s| s.client(stack))
+        .and_then(|s| s.in_process(stack))
     {
         Ok(c) => c,
         Err(e) => {
@@ -105,6 +105,11 @@ pub fn main(stack: &str, stacks_dir: &Path) -> i32 {
         }
     };
     let facts = client.facts().clone();
+    if facts.tls_library == "nss" {
+        // NSS unloads softoken and freebl at every shut-down, and loads them again at the
+        // next attempt's start; keep them.
+        super::nss_ffi::pin_modules();
+    }
     let out = Arc::new(Mutex::new(std::io::stdout()));
     let hello = Line::Hello(Hello {
         protocol: PROTOCOL_VERSION,
