@@ -36,7 +36,7 @@ use tokio::sync::{oneshot, Semaphore};
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at once of a stack whose processes take one attempt at a time (so as many
 /// processes side by side).
-const POOL_SIZE: usize = 4;
+const POOL_SIZE: usize = 12;
 /// How much of a shim's stderr a harness error quotes.
 const STDERR_TAIL: usize = 2000;
 
