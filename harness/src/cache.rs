@@ -133,7 +133,15 @@ fn remove_matching(root: &Path, matches: impl Fn(&str) -> bool) {
 /// generations (`.pki-tmp-*`, `.initdb-tmp-*`, `nss-client/building-*`).
 pub fn reap_abandoned_staging(root: &Path) {
     let cutoff = SystemTime::now() - ABANDONED_STAGING_AGE;
-    for dir in [root.to_path_buf(), root.join("nss-client")] {
+    // `nss:<build>` keeps its databases under `in-image/<build>/` and its copy of this
+    // machine's libraries under `host-libs/`.
+    let in_image = std::fs::read_dir(root.join("in-image"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("nss-client"));
+    let dirs = [root.to_path_buf(), root.join("nss-client"), root.join("host-libs")];
+    for dir in dirs.into_iter().chain(in_image) {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let staging =

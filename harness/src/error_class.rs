@@ -43,6 +43,8 @@ error_classes! {
     ServerCertExpired = "server_cert_expired",
     /// Verification was asked for but the client has no root certificate file.
     RootCertMissing = "root_cert_missing",
+    /// The client's root certificate file exists but gives no trust anchor (no certificate in it, or not PEM).
+    RootCertInvalid = "root_cert_invalid",
     /// The server demanded a client certificate and none was sent.
     ClientCertRequired = "client_cert_required",
     /// The server did not accept the client certificate: unknown CA, expired certificate, or a CRL it could not use.

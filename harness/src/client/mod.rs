@@ -4,6 +4,7 @@
 
 mod container_libpq;
 mod container_nss;
+mod container_shim;
 pub mod error_table;
 mod helper_process;
 mod last_words;
@@ -20,8 +21,6 @@ pub mod server_messages;
 pub mod shim;
 pub mod shim_transport;
 
-pub use container_libpq::ContainerLibpq;
-pub use container_nss::ContainerNss;
 pub use libpq::Libpq;
 pub use native_tls::NativeTls;
 pub use nss::Nss;

@@ -166,7 +166,7 @@ fn build_connector(
             })?;
             let certs = Certificate::stack_from_pem(&pem).map_err(|e| {
                 Outcome::failed(
-                    ErrorClass::ServerCertUntrusted,
+                    ErrorClass::RootCertInvalid,
                     format!("bad root file {root}: {e}"),
                 )
             })?;

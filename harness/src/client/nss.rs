@@ -33,8 +33,8 @@ type DbCache = Mutex<HashMap<DbPlan, Arc<Mutex<Option<Result<PathBuf, Outcome>>>
 /// The NSS databases of one stack: derived from each attempt's libpq options, built once per
 /// distinct set of options. They live in the PKI cache (`nss-client/`), named by a digest of
 /// what went into them (the derived certificate and key files are named by their content), so
-/// a later run reuses them as it reuses the PKI. Shared by the host stack and `nss:<build>`
-/// (whose container sees the directory through a bind mount at the same path).
+/// a later run reuses them as it reuses the PKI. `nss:<build>` runs this same code in its
+/// image, with a cache of its own (`in-image/<build>/`) built by the image's tools.
 #[derive(Clone)]
 pub(crate) struct NssDbs {
     dbs: Arc<DbCache>,
@@ -55,11 +55,6 @@ impl NssDbs {
             dbs: Arc::default(),
             dir: Arc::new(dir),
         })
-    }
-
-    /// Where the databases (and files derived for them) live.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The attempt's options as a libpq built with NSS takes them: the PEM files become the
@@ -140,6 +135,10 @@ pub struct ChildRequest {
     /// Nothing went into the database: the options name no certificate, key or CRL.
     #[serde(default)]
     pub empty_db: bool,
+    /// The database holds a trust anchor (a root the options named, or a database named
+    /// outright): the NSS build of libpq then verifies in require and prefer too.
+    #[serde(default)]
+    pub has_anchor: bool,
     /// The session SQL to run once connected.
     pub sql: String,
     /// The case's environment, for stacks that start their own tool processes.
@@ -237,6 +236,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
             db_password: request.get("sslpassword").map(str::to_string),
             nickname: None,
             empty_db: false,
+            has_anchor: true,
             sql: request.session_sql(),
             env: request.env.clone(),
         });
@@ -256,7 +256,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
     if let Some(root) = request.get("sslrootcert").filter(|r| *r != "system") {
         if let Ok(pem) = std::fs::read(root) {
             let certs = X509::stack_from_pem(&pem).map_err(|e| {
-                Outcome::failed(ErrorClass::ServerCertUntrusted, format!("{root}: {e}"))
+                Outcome::failed(ErrorClass::RootCertInvalid, format!("{root}: {e}"))
             })?;
             for (i, c) in certs.iter().enumerate() {
                 let path = files.join(format!("{}-root{i}.pem", digest(&pem)));
@@ -362,6 +362,7 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         params: request.params.clone(),
         db,
         empty_db: plan.certs.is_empty() && plan.keys.is_empty() && plan.crls.is_empty(),
+        has_anchor: plan.certs.iter().any(|(_, _, trust)| trust.starts_with("CT")),
         db_password: plan.password,
         nickname,
         sql: request.session_sql(),
@@ -416,7 +417,7 @@ fn child(req: &ChildRequest) -> (ChildResult, bool) {
         Ok(rt) => rt,
         Err(e) => return (failed(ErrorClass::Unclassified, e.to_string()), false),
     };
-    let result = rt.block_on(by_mode(req, &HostTls));
+    let result = rt.block_on(by_mode(req));
     // The driver's connection task ends with the runtime; the relay threads then see their
     // sockets close and drop the NSS connection.
     drop(rt);
@@ -452,15 +453,10 @@ impl Relays {
     }
 }
 
-/// How one stack runs the TLS path of an attempt (after the shared checks of [`by_mode`]).
-pub(crate) trait TlsPath: Send + Sync {
-    fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult>;
-}
-
 /// libpq's host lists: `host`, `hostaddr` and `port` may each list several comma-separated
 /// values, tried in order, each with [`by_mode_one`]. As libpq (15 here), only a host that
 /// cannot be reached moves on to the next; a TLS or server verdict ends the attempt.
-pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
+async fn by_mode(req: &ChildRequest) -> ChildResult {
     let list = |k: &str| -> Vec<String> {
         get(req, k)
             .map(|v| v.split(',').map(str::to_string).collect())
@@ -469,7 +465,7 @@ pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResu
     let (hosts, addrs, ports) = (list("host"), list("hostaddr"), list("port"));
     let n = hosts.len().max(addrs.len());
     if n <= 1 && ports.len() <= 1 {
-        return by_mode_one(req, path).await;
+        return by_mode_one(req).await;
     }
     let fits = |v: &Vec<String>| v.is_empty() || v.len() == n;
     if !fits(&hosts) || !fits(&addrs) || !(ports.len() <= 1 || ports.len() == n) {
@@ -496,7 +492,7 @@ pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResu
                 }
             }
         }
-        last = by_mode_one(&one, path).await;
+        last = by_mode_one(&one).await;
         let next_host = matches!(
             &last,
             ChildResult::Failed {
@@ -513,7 +509,7 @@ pub(crate) async fn by_mode(req: &ChildRequest, path: &dyn TlsPath) -> ChildResu
 
 /// libpq's sslmode semantics around a stack's TLS path: option checks, plaintext for
 /// disable, allow's and prefer's second tries.
-async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
+async fn by_mode_one(req: &ChildRequest) -> ChildResult {
     // As libpq, the version bounds are checked whatever the mode.
     for key in ["ssl_min_protocol_version", "ssl_max_protocol_version"] {
         if let Some(v) = get(req, key).filter(|v| !v.is_empty()) {
@@ -552,12 +548,12 @@ async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
             ChildResult::Failed {
                 class: ErrorClass::SslRequired | ErrorClass::HbaRejected,
                 ..
-            } => path.tls(req, mode).await,
+            } => host_tls(req, mode).await,
             other => other,
         },
         // libpq's prefer: TLS first, plaintext again when the handshake fails or the server
         // answers with an error; not after TLS failed past a completed handshake.
-        "prefer" => match path.tls(req, mode).await {
+        "prefer" => match host_tls(req, mode).await {
             r @ (ChildResult::Row(_) | ChildResult::FailedAfterHandshake { .. }) => r,
             r @ ChildResult::Failed {
                 class: ErrorClass::Timeout,
@@ -565,7 +561,7 @@ async fn by_mode_one(req: &ChildRequest, path: &dyn TlsPath) -> ChildResult {
             } => r,
             _ => plain(req).await,
         },
-        "require" | "verify-ca" | "verify-full" => path.tls(req, mode).await,
+        "require" | "verify-ca" | "verify-full" => host_tls(req, mode).await,
         other => failed(
             ErrorClass::InvalidOption,
             format!("invalid sslmode value: \"{other}\""),
@@ -728,14 +724,12 @@ pub(crate) async fn tls_start(req: &ChildRequest, mode: &str) -> Result<TlsStart
     // libpq then loads NSS's built-in roots module, which holds no test CA either, so the
     // outcome is the same untrusted issuer); require and prefer verify only when the
     // database holds an anchor.
-    let root = get(req, "sslrootcert");
-    // A named database brings its own trust anchors.
-    let root_exists = get(req, "ssldatabase").is_some()
-        || root.is_some_and(|r| r == "system" || Path::new(r).exists());
+    // Whether a root file exists does not matter to it, only what reached the database: a
+    // file without certificates, or `system` (a file name to libpq 15), gives no anchor.
     let verify = match mode {
         "verify-full" => Verify::ChainAndName,
         "verify-ca" => Verify::Chain,
-        _ if root_exists => Verify::Chain,
+        _ if req.has_anchor => Verify::Chain,
         _ => Verify::Nothing,
     };
     Ok(TlsStart {
@@ -758,15 +752,6 @@ pub(crate) async fn finish(
 ) -> Result<ChildResult, tokio_postgres::Error> {
     let (client, conn) = config.connect_raw(stream, Bridge { binding }).await?;
     session(sql, client, conn).await
-}
-
-/// The host stack's TLS path: NSS in this (child) process, through `nss_ffi`.
-struct HostTls;
-
-impl TlsPath for HostTls {
-    fn tls<'a>(&'a self, req: &'a ChildRequest, mode: &'a str) -> BoxFuture<'a, ChildResult> {
-        Box::pin(host_tls(req, mode))
-    }
 }
 
 /// TCP, SSLRequest, NSS handshake, then the session over the NSS stream.
@@ -974,7 +959,7 @@ impl tokio::io::AsyncWrite for BridgeStream {
 }
 
 /// NSS error names to classes. The name is the first NSS error name in `raw` (the FFI puts
-/// it first; tstclnt after its own words).
+/// it first; NSS's tools after their own words).
 pub(crate) fn classify_nss(raw: String) -> ChildResult {
     const TABLE: &[(&str, ErrorClass)] = &[
         ("SSL_ERROR_BAD_CERT_DOMAIN", ErrorClass::HostnameMismatch),

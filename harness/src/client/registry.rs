@@ -5,7 +5,7 @@
 
 use super::error_table::ErrorTable;
 use super::shim::{Shim, ShimSpec};
-use super::{ClientStack, ContainerLibpq, ContainerNss, Libpq, NativeTls, Nss, Rustls};
+use super::{container_libpq, container_nss, ClientStack, Libpq, NativeTls, Nss, Rustls};
 use crate::scenario::load::{parse_toml, LoadError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -188,10 +188,12 @@ impl Stacks {
         }
         if let Some((_, build)) = name.split_once(':') {
             return match folder.spec.per_build {
-                Some(PerBuild::ContainerLibpq) => {
-                    Ok(Arc::new(ContainerLibpq::new(build, &folder.dir, errors)?))
-                }
-                Some(PerBuild::ContainerNss) => Ok(Arc::new(ContainerNss::new(build)?)),
+                Some(PerBuild::ContainerLibpq) => Ok(Arc::new(container_libpq::start(
+                    build,
+                    &folder.dir,
+                    errors,
+                )?)),
+                Some(PerBuild::ContainerNss) => Ok(Arc::new(container_nss::start(build, self)?)),
                 None => anyhow::bail!(
                     "client stack {:?} does not run inside server builds ({name:?})",
                     folder.name

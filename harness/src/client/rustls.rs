@@ -212,10 +212,14 @@ fn build_config(key: &ConfigKey) -> Result<ClientConfig, Outcome> {
             .with_crls(crls)
             .build()
             .map_err(|e| {
-                Outcome::failed(
-                    ErrorClass::ServerCertUntrusted,
-                    format!("WebPkiServerVerifier: {e}"),
-                )
+                // An empty store is refused before connecting: the root file gave no anchor.
+                let class = match e {
+                    rustls::client::VerifierBuilderError::NoRootAnchors => {
+                        ErrorClass::RootCertInvalid
+                    }
+                    _ => ErrorClass::ServerCertUntrusted,
+                };
+                Outcome::failed(class, format!("WebPkiServerVerifier: {e}"))
             })?;
         Some(v)
     };
@@ -274,7 +278,7 @@ fn load_roots(root: Option<&str>) -> Result<RootCertStore, Outcome> {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| {
-                    Outcome::failed(ErrorClass::RootCertMissing, format!("{path}: {e}"))
+                    Outcome::failed(ErrorClass::RootCertInvalid, format!("{path}: {e}"))
                 })?;
             for c in certs {
                 store.add(c).map_err(|e| {
