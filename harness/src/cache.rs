@@ -140,7 +140,11 @@ pub fn reap_abandoned_staging(root: &Path) {
         .flatten()
         .flatten()
         .map(|e| e.path().join("nss-client"));
-    let dirs = [root.to_path_buf(), root.join("nss-client"), root.join("host-libs")];
+    let dirs = [
+        root.to_path_buf(),
+        root.join("nss-client"),
+        root.join("host-libs"),
+    ];
     for dir in dirs.into_iter().chain(in_image) {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

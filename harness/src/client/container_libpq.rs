@@ -36,7 +36,11 @@ pub fn start(build: &str, dir: &Path, errors: ErrorTable) -> Result<ContainerShi
     let runs = crate::cleanup::run_root();
     let started = Started::new(
         build,
-        &[(pki_root.as_path(), true), (runs.as_path(), true), (dir, true)],
+        &[
+            (pki_root.as_path(), true),
+            (runs.as_path(), true),
+            (dir, true),
+        ],
         None,
     )?;
     let cmd = vec!["perl".to_string(), dir.join(SHIM).display().to_string()];

@@ -39,7 +39,12 @@ const FROM_IMAGE: &[&str] = &[
 
 /// glibc's compatibility libraries, which an older image's NSPR links and which must then
 /// match this machine's libc.
-const GLIBC_STUBS: &[&str] = &["libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1"];
+const GLIBC_STUBS: &[&str] = &[
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+];
 
 /// Starts the client container of `build` and the shim in it; its hello gives the image's
 /// NSS version.
@@ -113,7 +118,11 @@ impl HostRuntime {
             .output()
             .context("running ldd (libc-bin) on pgssl")?;
         if !out.status.success() {
-            bail!("ldd {}: {}", exe.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "ldd {}: {}",
+                exe.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let (mut loader, mut libs) = (None, Vec::new());
         for line in String::from_utf8_lossy(&out.stdout).lines() {

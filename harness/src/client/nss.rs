@@ -99,6 +99,8 @@ pub struct Nss {
     dbs: NssDbs,
     /// NSS shut down cleanly after the last attempt.
     clean: Arc<std::sync::atomic::AtomicBool>,
+    /// Attempts this process made.
+    attempts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Nss {
@@ -112,6 +114,7 @@ impl Nss {
             },
             dbs: NssDbs::new()?,
             clean: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            attempts: Arc::default(),
         })
     }
 }
@@ -120,6 +123,13 @@ impl Nss {
 fn nss_version() -> String {
     nss_ffi::version()
 }
+
+/// Attempts a process makes before it retires. NSS 3.110 and 3.132 (trixie's, sid's) fail
+/// a once-only initialisation after many init/shutdown cycles in one process (some 50 to
+/// 150 attempts in a matrix run), and every later failed verification in it then reports
+/// PR_CALL_ONCE_ERROR instead of its reason; 3.61 and 3.87 do not. Fresh processes never
+/// get there.
+const ATTEMPTS_PER_PROCESS: usize = 25;
 
 /// The libpq options naming PEM files, which an NSS database replaces.
 pub(crate) const PEM_OPTIONS: &[&str] =
@@ -169,6 +179,8 @@ impl ClientStack for Nss {
 
     fn connect(&self, request: ConnectRequest) -> BoxFuture<'static, Outcome> {
         let (dbs, clean) = (self.dbs.clone(), self.clean.clone());
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             let child_request = match dbs.prepare(&request).await {
                 Ok(c) => c,
@@ -195,6 +207,7 @@ impl ClientStack for Nss {
 
     fn tainted(&self) -> bool {
         !self.clean.load(std::sync::atomic::Ordering::SeqCst)
+            || self.attempts.load(std::sync::atomic::Ordering::SeqCst) >= ATTEMPTS_PER_PROCESS
     }
 }
 
@@ -362,7 +375,10 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
         params: request.params.clone(),
         db,
         empty_db: plan.certs.is_empty() && plan.keys.is_empty() && plan.crls.is_empty(),
-        has_anchor: plan.certs.iter().any(|(_, _, trust)| trust.starts_with("CT")),
+        has_anchor: plan
+            .certs
+            .iter()
+            .any(|(_, _, trust)| trust.starts_with("CT")),
         db_password: plan.password,
         nickname,
         sql: request.session_sql(),
