@@ -51,13 +51,15 @@ extern "C" {
     fn PK11_SetPasswordFunc(f: PasswordFunc);
     fn PORT_Strdup(s: *const c_char) -> *mut c_char;
     fn CERT_GetDefaultCertDB() -> *mut c_void;
-    fn CERT_VerifyCertNow(
+    fn CERT_VerifyCertificateNow(
         db: *mut c_void,
         cert: *mut CertCertificate,
         check_sig: PrBool,
-        usage: c_int,
+        required_usages: i64,
         wincx: *mut c_void,
+        returned_usages: *mut i64,
     ) -> SecStatus;
+    fn CERT_VerifyCertName(cert: *const CertCertificate, hostname: *const c_char) -> SecStatus;
     fn CERT_DestroyCertificate(cert: *mut CertCertificate);
 }
 
@@ -69,12 +71,6 @@ extern "C" {
     fn SSL_VersionRangeSet(fd: *mut PrFileDesc, range: *const VersionRange) -> SecStatus;
     fn SSL_SetURL(fd: *mut PrFileDesc, url: *const c_char) -> SecStatus;
     fn SSL_AuthCertificateHook(fd: *mut PrFileDesc, f: AuthHook, arg: *mut c_void) -> SecStatus;
-    fn SSL_AuthCertificate(
-        db: *mut c_void,
-        fd: *mut PrFileDesc,
-        check_sig: PrBool,
-        is_server: PrBool,
-    ) -> SecStatus;
     fn SSL_GetClientAuthDataHook(
         fd: *mut PrFileDesc,
         f: *const c_void,
@@ -107,7 +103,8 @@ extern "C" {
 const SSL_SECURITY: c_int = 1;
 const SSL_HANDSHAKE_AS_CLIENT: c_int = 5;
 const SSL_NO_CACHE: c_int = 9;
-const CERT_USAGE_SSL_SERVER: c_int = 1;
+/// `certificateUsageSSLServer` (certt.h), a bit of `SECCertificateUsage`.
+const CERTIFICATE_USAGE_SSL_SERVER: i64 = 0x0002;
 const NSS_INIT_READONLY: u32 = 0x1;
 /// Offset of `derCert` in `CERTCertificate` (arena, subjectName, issuerName, signatureWrap),
 /// identical on every 64-bit NSS 3.x; checked against cert.h on this machine.
@@ -280,38 +277,42 @@ impl Conn {
 
 struct AuthCtx {
     verify: Verify,
+    host: CString,
 }
 
+/// The check PostgreSQL's NSS support makes (`pg_cert_auth_handler`): the chain with
+/// `CERT_VerifyCertificateNow` (trust flags and CRLs in the database, SSL server usage), then
+/// for verify-full the name with `CERT_VerifyCertName`. Not `SSL_AuthCertificate`: it cannot
+/// leave the name out, and it builds the chain otherwise (with the certificates the server
+/// sent, where NSS 3.110's `CERT_VerifyCertificateNow` does not).
 extern "C" fn auth_certificate(
     arg: *mut c_void,
     fd: *mut PrFileDesc,
     check_sig: PrBool,
-    is_server: PrBool,
+    _is_server: PrBool,
 ) -> SecStatus {
     let ctx = unsafe { &*(arg as *const AuthCtx) };
+    if ctx.verify == Verify::Nothing {
+        return SEC_SUCCESS;
+    }
     unsafe {
-        match ctx.verify {
-            Verify::Nothing => SEC_SUCCESS,
-            // NSS's own check: chain, trust, CRLs in the database, and the name set by SSL_SetURL.
-            Verify::ChainAndName => {
-                SSL_AuthCertificate(CERT_GetDefaultCertDB(), fd, check_sig, is_server)
-            }
-            Verify::Chain => {
-                let cert = SSL_PeerCertificate(fd);
-                if cert.is_null() {
-                    return SEC_FAILURE;
-                }
-                let rv = CERT_VerifyCertNow(
-                    CERT_GetDefaultCertDB(),
-                    cert,
-                    check_sig,
-                    CERT_USAGE_SSL_SERVER,
-                    std::ptr::null_mut(),
-                );
-                CERT_DestroyCertificate(cert);
-                rv
-            }
+        let cert = SSL_PeerCertificate(fd);
+        if cert.is_null() {
+            return SEC_FAILURE;
         }
+        let mut rv = CERT_VerifyCertificateNow(
+            CERT_GetDefaultCertDB(),
+            cert,
+            check_sig,
+            CERTIFICATE_USAGE_SSL_SERVER,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        if rv == SEC_SUCCESS && ctx.verify == Verify::ChainAndName {
+            rv = CERT_VerifyCertName(cert, ctx.host.as_ptr());
+        }
+        CERT_DestroyCertificate(cert);
+        rv
     }
 }
 
@@ -356,7 +357,10 @@ pub fn handshake(
     let host = CString::new(host).map_err(|e| e.to_string())?;
     // Leaked on purpose (a few bytes per attempt): NSS may call the hooks until the socket
     // closes, which can be after this function returns.
-    let ctx: &'static AuthCtx = Box::leak(Box::new(AuthCtx { verify }));
+    let ctx: &'static AuthCtx = Box::leak(Box::new(AuthCtx {
+        verify,
+        host: host.clone(),
+    }));
     let nickname: *mut c_char = match nickname {
         Some(n) => CString::new(n).map_err(|e| e.to_string())?.into_raw(),
         None => std::ptr::null_mut(),
