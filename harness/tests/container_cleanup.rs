@@ -1,5 +1,5 @@
 //! Containers pgssl starts do not outlive it: Ctrl-C removes them, and a later run removes
-//! what a SIGKILLed run left. Needs Docker and the pg15-openssl3.0 image, so the tests are
+//! what a SIGKILLed run left; in-image stacks run. Needs Docker and the images, so the tests are
 //! ignored by default; `.ci/run` runs them after starting Docker and building the images
 //! (`cargo test --test container_cleanup -- --ignored`).
 
@@ -196,4 +196,58 @@ fn a_killed_container_shim_is_a_harness_error() {
         processes_naming(&shim).is_empty(),
         "an exec survived the run"
     );
+}
+
+/// `nss:<build>` runs pgssl's own NSS shim inside the image: in bullseye's, whose glibc is
+/// older than the one pgssl was linked against, it must still load and use the image's NSS
+/// (the version the image's package has, not this machine's), pass a scenario, and leave no
+/// container behind.
+#[test]
+#[ignore = "needs Docker and the pg13-openssl1.1 image; run by .ci/run"]
+fn the_nss_shim_runs_on_an_older_images_nss() {
+    const OLD: &str = "pg13-openssl1.1";
+    let image_nss = Command::new("docker")
+        .args(["run", "--rm", "--network", "host"])
+        .arg(format!("pgssl/{OLD}"))
+        .args(["dpkg-query", "-W", "-f", "${Version}", "libnss3"])
+        .output()
+        .expect("docker run");
+    assert!(image_nss.status.success(), "{image_nss:?}");
+    // "2:3.61-1+deb11u4" -> "3.61"
+    let version = String::from_utf8_lossy(&image_nss.stdout);
+    let version = version.split(':').nth(1).unwrap_or(&version);
+    let version = version.split('-').next().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("results.json");
+    let client = format!("nss:{OLD}");
+    let child = pgssl()
+        .args(["run", "--client", &client, "--json"])
+        .arg(&json)
+        .arg("scenarios/server-cert-verification.toml")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let results: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let versions: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter(|r| r["event"] == "case_finished")
+        .map(|r| {
+            r["backend"]["client"]["tls_version"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), vec![version]);
+    assert!(wait_until_gone(pid), "containers of the run survived it");
 }
