@@ -284,6 +284,10 @@ fn prepare(request: &ConnectRequest, dbs: &DbCache, dir: &Path) -> Result<ChildR
     if let Some(cert) = request.get("sslcert").filter(|c| Path::new(c).exists()) {
         let pem = std::fs::read(cert).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
         let chain = X509::stack_from_pem(&pem).map_err(|e| key_invalid(format!("{cert}: {e}")))?;
+        // A file without a certificate (a key given as sslcert) has nothing to import.
+        if chain.is_empty() {
+            return Err(key_invalid(format!("{cert}: no certificate in the file")));
+        }
         let key = request
             .get("sslkey")
             .ok_or_else(|| key_invalid("sslcert without sslkey".into()))?;
