@@ -151,6 +151,24 @@ pub fn openssl_version() -> String {
         .to_string()
 }
 
+/// The tokio-postgres `Config` of a request for the stacks built on tokio-postgres: every
+/// option but sslmode and `taken` (what the stack applies to its TLS itself), quoted as a
+/// conninfo string, with `sslmode` the mode the driver itself knows.
+pub(crate) fn tokio_postgres_config(
+    params: &[(String, String)],
+    taken: &[&str],
+    sslmode: &str,
+) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
+    let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut conninfo: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k != "sslmode" && !taken.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
+    conninfo.push(format!("sslmode={}", quote(sslmode)));
+    conninfo.join(" ").parse()
+}
+
 /// Runs the session SQL ([`ConnectRequest::session_sql`]) over an established tokio-postgres
 /// session, then closes it: the shared tail of every stack built on tokio-postgres.
 pub(crate) async fn tokio_postgres_session<R: Send + 'static>(

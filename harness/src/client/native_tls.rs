@@ -76,10 +76,6 @@ impl ClientStack for NativeTls {
     }
 }
 
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 async fn connect(
     request: &ConnectRequest,
     cache: &Mutex<HashMap<ConnectorKey, TlsConnector>>,
@@ -92,18 +88,8 @@ async fn connect(
         "verify-full" => ("require", true),
         other => (other, true),
     };
-    let mut conninfo = Vec::new();
-    for (k, v) in &request.params {
-        if TLS_KEYS.contains(&k.as_str()) || k == "sslmode" {
-            continue;
-        }
-        conninfo.push(format!("{k}={}", quote(v)));
-    }
-    conninfo.push(format!("sslmode={}", quote(driver_mode)));
-    let config: tokio_postgres::Config = conninfo
-        .join(" ")
-        .parse()
-        .map_err(|e: tokio_postgres::Error| classify(&e))?;
+    let config = super::tokio_postgres_config(&request.params, TLS_KEYS, driver_mode)
+        .map_err(|e| classify(&e))?;
 
     for key in ["sslcrl", "sslcrldir"] {
         if request.get(key).is_some() {

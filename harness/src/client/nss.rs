@@ -592,7 +592,6 @@ async fn by_mode_one(req: &ChildRequest) -> ChildResult {
 /// Options handed to tokio-postgres: everything but the TLS ones, which NSS handles.
 fn driver_config(req: &ChildRequest, sslmode: &str) -> Result<tokio_postgres::Config, ChildResult> {
     const OURS: &[&str] = &[
-        "sslmode",
         "sslrootcert",
         "sslcert",
         "sslkey",
@@ -603,17 +602,7 @@ fn driver_config(req: &ChildRequest, sslmode: &str) -> Result<tokio_postgres::Co
         "ssl_min_protocol_version",
         "ssl_max_protocol_version",
     ];
-    let mut conninfo: Vec<String> = req
-        .params
-        .iter()
-        .filter(|(k, _)| !OURS.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
-        .collect();
-    conninfo.push(format!("sslmode={sslmode}"));
-    conninfo
-        .join(" ")
-        .parse()
-        .map_err(|e: tokio_postgres::Error| classify_driver(&e))
+    super::tokio_postgres_config(&req.params, OURS, sslmode).map_err(|e| classify_driver(&e))
 }
 
 async fn plain(req: &ChildRequest) -> ChildResult {

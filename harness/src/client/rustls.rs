@@ -114,10 +114,6 @@ impl ClientStack for Rustls {
     }
 }
 
-fn quote(v: &str) -> String {
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
 async fn connect(
     request: &ConnectRequest,
     cache: &Mutex<HashMap<ConfigKey, Arc<ClientConfig>>>,
@@ -142,18 +138,8 @@ async fn connect(
             (other, v)
         }
     };
-    let mut conninfo = Vec::new();
-    for (k, v) in &request.params {
-        if TLS_KEYS.contains(&k.as_str()) || k == "sslmode" {
-            continue;
-        }
-        conninfo.push(format!("{k}={}", quote(v)));
-    }
-    conninfo.push(format!("sslmode={}", quote(driver_mode)));
-    let config: tokio_postgres::Config = conninfo
-        .join(" ")
-        .parse()
-        .map_err(|e: tokio_postgres::Error| classify(&e))?;
+    let config = super::tokio_postgres_config(&request.params, TLS_KEYS, driver_mode)
+        .map_err(|e| classify(&e))?;
 
     let key = ConfigKey {
         root: request.get("sslrootcert").map(str::to_string),
