@@ -29,7 +29,7 @@ pub enum PerBuild {
     /// psql of the image behind the attempt protocol (`container-shim.pl` of the folder),
     /// one exec per stack.
     ContainerLibpq,
-    /// tstclnt/vfychain of the image through one launcher per stack.
+    /// `pgssl stack-shim nss` in the image, on the image's NSS, processes pooled as execs.
     ContainerNss,
 }
 
