@@ -763,6 +763,27 @@ pub(crate) async fn finish(
     session(sql, client, conn).await
 }
 
+/// tls-server-end-point (RFC 5929): the certificate hashed with the hash of its signature,
+/// SHA-256 for MD5 and SHA-1 and where the algorithm names none (RSA-PSS keeps it in its
+/// parameters), as PostgreSQL's NSS support and its server compute it.
+fn end_point_hash(der: &[u8]) -> Vec<u8> {
+    use openssl::hash::{hash, MessageDigest};
+    use openssl::nid::Nid;
+    let digest = openssl::x509::X509::from_der(der)
+        .ok()
+        .and_then(|c| {
+            c.signature_algorithm()
+                .object()
+                .nid()
+                .signature_algorithms()
+        })
+        .map(|algs| algs.digest)
+        .filter(|d| ![Nid::MD5, Nid::SHA1].contains(d))
+        .and_then(MessageDigest::from_nid)
+        .unwrap_or_else(MessageDigest::sha256);
+    hash(digest, der).map(|d| d.to_vec()).unwrap_or_default()
+}
+
 /// TCP, SSLRequest, NSS handshake, then the session over the NSS stream.
 async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
     let start = match tls_start(req, mode).await {
@@ -787,10 +808,7 @@ async fn host_tls(req: &ChildRequest, mode: &str) -> ChildResult {
         Ok(c) => Arc::new(c),
         Err(raw) => return classify_nss(raw),
     };
-    let binding = conn.peer_certificate().map(|der| {
-        use sha2::{Digest, Sha256};
-        Sha256::digest(der).to_vec()
-    });
+    let binding = conn.peer_certificate().map(|der| end_point_hash(&der));
     let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
         Ok(p) => p,
         Err(e) => return failed(ErrorClass::IoError, e.to_string()),

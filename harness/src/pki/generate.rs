@@ -406,6 +406,8 @@ fn openssl_cert(
     let digest = match spec.signature {
         SignatureAlg::Sha256 => MessageDigest::sha256(),
         SignatureAlg::Sha1 => MessageDigest::sha1(),
+        SignatureAlg::Sha384 => MessageDigest::sha384(),
+        SignatureAlg::Sha512 => MessageDigest::sha512(),
     };
     b.sign(&signer, digest)?;
     let cert = b.build();

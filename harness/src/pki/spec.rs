@@ -175,6 +175,11 @@ pub enum SignatureAlg {
     Sha256,
     /// SHA-1 (legacy: refused at OpenSSL 3's security level 1 and above). Made with OpenSSL.
     Sha1,
+    /// SHA-384, which also makes SHA-384 the hash of tls-server-end-point channel binding.
+    /// Made with OpenSSL.
+    Sha384,
+    /// SHA-512, likewise. Made with OpenSSL.
+    Sha512,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -559,7 +564,7 @@ impl PkiSpec {
             return false;
         };
         self.key_alg(name).needs_openssl()
-            || c.signature == SignatureAlg::Sha1
+            || c.signature != SignatureAlg::Sha256
             || c.issuer.as_deref().is_some_and(|i| self.uses_openssl(i))
     }
 
