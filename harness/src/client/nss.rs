@@ -921,7 +921,7 @@ fn relay(conn: Arc<nss_ffi::Conn>, local: std::os::unix::net::UnixStream, errors
 }
 
 /// The driver's view of the bridge: a stream that is already "TLS", with channel binding
-/// data (tls-server-end-point, SHA-256 of the server certificate).
+/// data (tls-server-end-point, [`end_point_hash`] of the server certificate).
 struct Bridge {
     binding: Option<Vec<u8>>,
 }
